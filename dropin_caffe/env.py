@@ -1,0 +1,156 @@
+"""The Caffe that commands and tests run in: the machine's own, or an embedded Debian one.
+
+No pycaffe installs from PyPI for current Python. Debian 11 (bullseye) packages BVLC Caffe 1.0
+(CPU build, Python layers, pycaffe for its python3.9, the stock prototxts in caffe-doc). We build
+that suite as a root filesystem with mmdebstrap and enter it with bubblewrap, binding the repo,
+the current directory and /tmp at the same paths as outside, so absolute paths in prototxts mean
+the same on both sides. A machine where `python3 -c "import caffe"` works uses its own Caffe.
+
+The root lives in $DROPIN_CAFFE_HOME (default ~/.cache/dropin-caffe). It is built beside its
+final place and renamed into it only once complete, with a stamp naming the package list, so an
+interrupted or outdated build is never used: the next create starts it again.
+
+Stdlib only: this runs on the host's Python, which may have neither numpy nor Caffe.
+"""
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+from .errors import CaffeEnvError
+
+SUITE = "bullseye"
+PACKAGES = (
+    "caffe", "python3-caffe", "caffe-doc",
+    # Without OpenBLAS Debian's Caffe falls back to reference BLAS: LeNet trains 9x slower.
+    "libopenblas0-pthread",
+    "python3-numpy", "python3-protobuf", "python3-jinja2", "python3-matplotlib",
+    "python3-pytest", "python3-lmdb", "python3-h5py", "dataset-fashion-mnist",
+)
+TOOLS = {"mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap"}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def home():
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("DROPIN_CAFFE_HOME") or os.path.join(cache, "dropin-caffe")
+
+
+def root():
+    return os.path.join(home(), SUITE)
+
+
+def mirror():
+    return os.environ.get("DROPIN_CAFFE_MIRROR", "http://deb.debian.org/debian")
+
+
+def stamp():
+    """What a complete root records: the suite and package list it was built from."""
+    text = " ".join((SUITE,) + PACKAGES)
+    return "%s %s\n" % (hashlib.sha256(text.encode()).hexdigest()[:16], text)
+
+
+def _stamp_path(path):
+    return os.path.join(path, ".dropin-caffe-complete")
+
+
+def is_built():
+    try:
+        with open(_stamp_path(root())) as f:
+            return f.read() == stamp()
+    except OSError:
+        return False
+
+
+def host_has_caffe():
+    """True when the machine's own python3 imports caffe (then nothing is built)."""
+    python = shutil.which("python3")
+    if python is None:
+        return False
+    done = subprocess.run([python, "-c", "import caffe"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, env=_env_with_pythonpath(dict(os.environ)))
+    return done.returncode == 0
+
+
+def _env_with_pythonpath(env):
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _install_tools(log):
+    missing = [package for tool, package in TOOLS.items() if shutil.which(tool) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise CaffeEnvError("building the embedded Caffe needs %s; install them (Debian/Ubuntu: "
+                            "sudo apt-get install %s) or make `python3 -c \"import caffe\"` work"
+                            % (", ".join(missing), " ".join(missing)))
+    log("dropin_caffe: installing %s with apt-get" % " ".join(missing))
+    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q"] + missing):
+        if subprocess.run(command, stdout=sys.stderr).returncode != 0:
+            raise CaffeEnvError("`%s` failed; install %s by hand" % (" ".join(command), " ".join(missing)))
+
+
+def create(force=False, log=lambda line: None):
+    """Build the embedded root unless a complete, current one exists. Returns its path."""
+    target = root()
+    os.makedirs(home(), exist_ok=True)
+    with open(os.path.join(home(), "lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second create waits for the first, then reuses it
+        if is_built() and not force:
+            return target
+        _install_tools(log)
+        partial = target + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        log("dropin_caffe: building the embedded Caffe (Debian %s) in %s; about a minute" % (SUITE, target))
+        command = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(PACKAGES), SUITE, partial, mirror()]
+        if subprocess.run(command, stdout=sys.stderr).returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise CaffeEnvError("mmdebstrap could not build the embedded Caffe from %s (see its messages "
+                                "above); check the network or set DROPIN_CAFFE_MIRROR to a Debian mirror"
+                                % mirror())
+        with open(_stamp_path(partial), "w") as f:
+            f.write(stamp())
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(partial, target)
+        log("dropin_caffe: embedded Caffe ready")
+        return target
+
+
+def _binds():
+    """Paths seen at the same place inside: the repo, the working directory, /tmp, extras."""
+    extra = [p for p in os.environ.get("DROPIN_CAFFE_BIND", "").split(os.pathsep) if p]
+    paths = []
+    for path in [REPO, os.getcwd(), "/tmp", home()] + extra:
+        path = os.path.realpath(path)
+        if os.path.exists(path) and not any(path == p or path.startswith(p + os.sep) for p in paths):
+            paths = [p for p in paths if not p.startswith(path + os.sep)] + [path]
+    return paths
+
+
+def command_line(argv, log=lambda line: None):
+    """The argv and environment that run `argv` with Caffe (building the root on first use)."""
+    env = _env_with_pythonpath(dict(os.environ))
+    if host_has_caffe():
+        return list(argv), env
+    target = create(log=log)
+    env.update(PATH=SYSTEM_PATH, PYTHONPATH=REPO)
+    for name in ("PYTHONHOME", "VIRTUAL_ENV"):
+        env.pop(name, None)
+    bwrap = ["bwrap", "--bind", target, "/", "--dev", "/dev", "--proc", "/proc", "--die-with-parent"]
+    for path in _binds():
+        bwrap += ["--bind", path, path]
+    return bwrap + ["--chdir", os.getcwd(), "--"] + list(argv), env
+
+
+INFO_SCRIPT = r"""
+import os, sys, caffe
+maps = open("/proc/self/maps").read().split()
+blas = sorted({os.path.realpath(p) for p in maps if os.path.basename(p).startswith("lib") and "blas" in p})
+print("caffe:   %s (version %s)" % (os.path.dirname(caffe.__file__), getattr(caffe, "__version__", "?")))
+print("blas:    %s" % (", ".join(blas) or "none loaded"))
+print("python:  %s %s" % (sys.executable, sys.version.split()[0]))
+"""

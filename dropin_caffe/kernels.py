@@ -1,0 +1,186 @@
+"""The math of DropIn and Resize as pure numpy functions; nothing here knows Caffe.
+
+DropIn (Smith, Hand & Doster 2015, "Gradual DropIn of Layers to Train Very Deep Neural
+Networks") joins two blobs of one shape: each unit of the output comes from `new` with
+probability `p_new`, else from `prev`. Gradual DropIn grows `p_new` linearly from 0 to 1 over
+L iterations (`schedule_p_new`).
+
+A sampled mask is an integer array of the blob's shape holding -1 (every bit set) where the unit
+comes from `new` and 0 where it comes from `prev`; `mask != 0` is its boolean reading. Selecting
+with bit operations on that mask is exact (a unit is a bit-for-bit copy of its source, NaN and
+-0.0 included) and needs no float arithmetic, which makes it the fastest exact select numpy has.
+
+Resize is linear: each spatial axis is multiplied by an interpolation matrix (`interp_matrix`),
+so its backward pass, multiplication by the transposed matrices, is its exact adjoint.
+"""
+import functools
+
+import numpy as np
+
+_BITS = {4: np.int32, 8: np.int64}
+
+
+def schedule_p_new(iteration, length, start=0):
+    """p(t) = min(1, max(0, (t - start) / length)): the probability a unit comes from `new`."""
+    return min(1.0, max(0.0, (iteration - start) / length))
+
+
+def sample_mask(rng, p_new, shape, out=None):
+    """Draw a Bernoulli(`p_new`) select mask (-1 = from `new`, 0 = from `prev`) of `shape`.
+
+    Exact for any 0 <= p_new <= 1 while drawing one random byte per unit: with a byte b and a
+    uniform v, U = (b + v) / 256 is uniform on [0, 1), and U < p_new holds exactly when
+    b < k = floor(256 p_new), or b == k and v < 256 p_new - k. So v is drawn only for the ties,
+    about one unit in 256.
+    """
+    if out is None:
+        out = np.empty(shape, np.int32)
+    size = out.size
+    scaled = 256.0 * p_new
+    k = int(scaled)
+    raw = rng.bit_generator.random_raw((size + 7) // 8).view(np.uint8)[:size].reshape(out.shape)
+    # b - k is negative exactly when b < k; an arithmetic shift by 31 spreads the sign bit.
+    np.subtract(raw, k, out=out, dtype=np.int32)
+    np.right_shift(out, 31, out=out)
+    ties = np.flatnonzero(raw == k) if k < 256 else ()
+    if len(ties):
+        out.flat[ties] = -(rng.random(len(ties)) < scaled - k).astype(out.dtype)
+    return out
+
+
+def _bits(array):
+    return array.view(_BITS[array.dtype.itemsize])
+
+
+def _mask_bits(mask, like):
+    bits = _BITS[like.dtype.itemsize]
+    return mask if mask.dtype == bits else mask.astype(bits)
+
+
+def dropin_forward(prev, new, mask, out=None):
+    """Unit-wise select: `new` where the mask is set, `prev` elsewhere (bit-exact)."""
+    if out is None:
+        out = np.empty_like(prev)
+    out_bits, prev_bits, mask = _bits(out), _bits(prev), _mask_bits(mask, prev)
+    np.bitwise_xor(prev_bits, _bits(new), out=out_bits)
+    np.bitwise_and(out_bits, mask, out=out_bits)
+    np.bitwise_xor(out_bits, prev_bits, out=out_bits)
+    return out
+
+
+def dropin_backward(top_diff, mask, prev_diff=None, new_diff=None):
+    """Route each unit's gradient to the input it came from; either output may be None (skipped).
+
+    Returns (prev_diff, new_diff).
+    """
+    top_bits, mask = _bits(top_diff), _mask_bits(mask, top_diff)
+    if new_diff is not None:
+        np.bitwise_and(top_bits, mask, out=_bits(new_diff))
+    if prev_diff is not None:
+        if new_diff is not None:  # top & ~mask == top ^ (top & mask), one pass fewer
+            np.bitwise_xor(top_bits, _bits(new_diff), out=_bits(prev_diff))
+        else:
+            np.bitwise_and(top_bits, np.invert(mask), out=_bits(prev_diff))
+    return prev_diff, new_diff
+
+
+def blend_forward(prev, new, p_new, out=None):
+    """p_new * new + (1 - p_new) * prev: DropIn's expectation. p_new 0 or 1 copies exactly."""
+    if out is None:
+        out = np.empty_like(prev)
+    if p_new == 0.0:
+        np.copyto(out, prev)
+    elif p_new == 1.0:
+        np.copyto(out, new)
+    else:
+        np.multiply(new, p_new, out=out)
+        out += (1.0 - p_new) * prev
+    return out
+
+
+def blend_backward(top_diff, p_new, prev_diff=None, new_diff=None):
+    """Adjoint of `blend_forward`; either output may be None (skipped). Returns both."""
+    for diff, weight in ((prev_diff, 1.0 - p_new), (new_diff, p_new)):
+        if diff is None:
+            continue
+        if weight == 1.0:
+            np.copyto(diff, top_diff)
+        elif weight == 0.0:
+            diff.fill(0)
+        else:
+            np.multiply(top_diff, weight, out=diff)
+    return prev_diff, new_diff
+
+
+@functools.lru_cache(maxsize=64)
+def interp_matrix(size_in, size_out, interp="bilinear"):
+    """The (size_out, size_in) matrix that resamples one axis, with half-pixel centres.
+
+    Output index i samples the input at x = (i + 0.5) * size_in / size_out - 0.5. "bilinear" mixes
+    the two nearest inputs (clamped at the borders, so every row sums to 1); "nearest" takes
+    input floor((i + 0.5) * size_in / size_out). Equal sizes give the identity.
+    """
+    matrix = np.zeros((size_out, size_in))
+    rows = np.arange(size_out)
+    centres = (rows + 0.5) * size_in / size_out
+    if interp == "nearest":
+        matrix[rows, np.minimum(np.floor(centres).astype(int), size_in - 1)] = 1.0
+    else:
+        x = np.clip(centres - 0.5, 0, size_in - 1)
+        left = np.floor(x).astype(int)
+        right = np.minimum(left + 1, size_in - 1)
+        frac = x - left
+        np.add.at(matrix, (rows, left), 1.0 - frac)
+        np.add.at(matrix, (rows, right), frac)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def _resample(x, a_h, a_w):
+    """Apply a_h to axis 2 and a_w to axis 3 of x (N, C, H, W) as two large matrix products."""
+    n, c, h, w = x.shape
+    if a_w is not None:
+        x = (x.reshape(-1, w) @ a_w.T.astype(x.dtype)).reshape(n, c, h, -1)
+        w = x.shape[3]
+    if a_h is not None:
+        cols = x.transpose(2, 0, 1, 3).reshape(h, -1)
+        x = (a_h.astype(x.dtype) @ cols).reshape(-1, n, c, w).transpose(1, 2, 0, 3)
+    return x
+
+
+def _matrices(shape_in, shape_out, interp, adjoint=False):
+    """The interpolation matrices for H and W (None where the size is kept)."""
+    found = []
+    for size_in, size_out in zip(shape_in[2:], shape_out[2:]):
+        if size_in == size_out:
+            found.append(None)
+        else:
+            matrix = interp_matrix(size_in, size_out, interp)
+            found.append(matrix.T if adjoint else matrix)
+    return found + [None] * (2 - len(found))
+
+
+def resize_forward(x, shape, interp="bilinear", out=None):
+    """Resize x, (N, C) or (N, C, H, W), to `shape` (same N and ndim).
+
+    Extra channels are zeros; surplus channels are dropped; H and W are resampled by `interp`.
+    """
+    if out is None:
+        out = np.empty(shape, x.dtype)
+    channels = min(x.shape[1], shape[1])
+    a_h, a_w = _matrices(x.shape, shape, interp)
+    out[:, :channels] = _resample(x[:, :channels], a_h, a_w) if x.ndim == 4 else x[:, :channels]
+    out[:, channels:] = 0
+    return out
+
+
+def resize_backward(top_diff, shape, interp="bilinear", out=None):
+    """The exact adjoint of `resize_forward`: the gradient w.r.t. an input of `shape`."""
+    if out is None:
+        out = np.empty(shape, top_diff.dtype)
+    channels = min(top_diff.shape[1], shape[1])
+    a_h, a_w = _matrices(shape, top_diff.shape, interp, adjoint=True)
+    kept = top_diff[:, :channels]
+    out[:, :channels] = _resample(kept, a_h, a_w) if top_diff.ndim == 4 else kept
+    out[:, channels:] = 0
+    return out

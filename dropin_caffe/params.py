@@ -1,0 +1,62 @@
+"""Reading a Python layer's `param_str`: a JSON object checked key by key, never evaluated.
+
+pycaffe tells a Python layer its `param_str` and phase but not its name, so an optional
+"name" key (the generator always writes it) lets every message name the layer.
+"""
+import json
+import numbers
+
+from .errors import ConfigError
+
+
+def layer_label(kind, param_str, name=None):
+    """How messages refer to a layer: by name when known, else by its param_str."""
+    return "%s '%s'" % (kind, name) if name else "%s (param_str %r)" % (kind, param_str)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def integer(minimum):
+    return ("an integer >= %d" % minimum, lambda v: _is_int(v) and v >= minimum)
+
+
+def choice(*options):
+    return ("one of %s" % ", ".join(json.dumps(o) for o in options), lambda v: v in options)
+
+
+def probability():
+    return ("a number with 0 < value <= 1", lambda v: _is_number(v) and 0 < v <= 1)
+
+
+def text():
+    return ("a string", lambda v: isinstance(v, str))
+
+
+def parse(kind, param_str, rules, defaults):
+    """Parse `param_str` against `rules` ({key: (rule text, check)}); return the checked dict.
+
+    Raises ConfigError naming the layer, the key, the rule and the value received.
+    """
+    try:
+        given = json.loads(param_str) if param_str.strip() else {}
+    except ValueError as error:
+        raise ConfigError("%s: param_str must be a JSON object such as '{\"length\": 1000}', got %r (%s)"
+                          % (kind, param_str, error)) from None
+    if not isinstance(given, dict):
+        raise ConfigError("%s: param_str must be a JSON object such as '{\"length\": 1000}', got %r"
+                          % (kind, param_str))
+    label = layer_label(kind, param_str, given.get("name") if isinstance(given.get("name"), str) else None)
+    for key, value in given.items():
+        if key not in rules:
+            raise ConfigError('%s: unknown key "%s" in param_str; known keys: %s'
+                              % (label, key, ", ".join(sorted(rules))))
+        rule, check = rules[key]
+        if not check(value):
+            raise ConfigError('%s: "%s" must be %s, got %s' % (label, key, rule, json.dumps(value)))
+    return dict(defaults, **given), label

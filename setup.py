@@ -1,0 +1,18 @@
+"""Install dropin_caffe (Python >= 3.9: the embedded Caffe's Python is 3.9).
+
+pycaffe is not on PyPI: use the machine's own Caffe or tools/caffe-env (see README.md).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="dropin-caffe",
+    version="0.1.0",
+    description="Gradual DropIn of layers (Smith, Hand & Doster 2015) for Caffe",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["dropin_caffe", "dropin_caffe.*"]),
+    python_requires=">=3.9",
+    install_requires=["numpy", "protobuf", "jinja2", "matplotlib"],
+    scripts=["tools/caffe-env"],
+    license="BSD-2-Clause",
+)
