@@ -8,7 +8,7 @@ from `new` with probability p(t) = min(1, max(0, (t - start) / length)), else fr
     layer {
       name: "dropin3" type: "Python"
       bottom: "conv3" bottom: "conv3_1" top: "dropin3" top: "dropin3_p"
-      loss_weight: 1 loss_weight: 0
+      loss_weight: 0 loss_weight: 0
       param { lr_mult: 0 decay_mult: 0 }
       python_param { module: "dropin_caffe.layers" layer: "DropIn"
                      param_str: '{"name": "dropin3", "length": 1000}' }
