@@ -14,6 +14,7 @@ Resize is linear: each spatial axis is multiplied by an interpolation matrix (`i
 so its backward pass, multiplication by the transposed matrices, is its exact adjoint.
 """
 import functools
+import math
 
 import numpy as np
 
@@ -31,21 +32,55 @@ def sample_mask(rng, p_new, shape, out=None):
     Exact for any 0 <= p_new <= 1 while drawing one random byte per unit: with a byte b and a
     uniform v, U = (b + v) / 256 is uniform on [0, 1), and U < p_new holds exactly when
     b < k = floor(256 p_new), or b == k and v < 256 p_new - k. So v is drawn only for the ties,
-    about one unit in 256.
+    about one unit in 256, and never when 256 p_new is whole (v < 0 cannot hold).
+    Only `rng` is used: its bit generator gives the bytes (in C order of the units; for large
+    blobs one draw seeds a faster stream of them), the ties' v come after, so a Generator in the
+    same state gives the same mask.
     """
     if out is None:
         out = np.empty(shape, np.int32)
-    size = out.size
     scaled = 256.0 * p_new
     k = int(scaled)
-    raw = rng.bit_generator.random_raw((size + 7) // 8).view(np.uint8)[:size].reshape(out.shape)
-    # b - k is negative exactly when b < k; an arithmetic shift by 31 spreads the sign bit.
-    np.subtract(raw, k, out=out, dtype=np.int32)
-    np.right_shift(out, 31, out=out)
-    ties = np.flatnonzero(raw == k) if k < 256 else ()
+    # From 2**19 units the bytes come from an SFC64 seeded by one draw of `rng`: numpy makes its
+    # raw output 1.6x faster than default_rng's PCG64 (3.3M units: 0.61 vs 0.99 ms, the mask
+    # 1.8 -> 1.4 ms); below that, its 10 us set-up costs more than it saves.
+    source = rng.bit_generator
+    if out.size >= _SEEDED_SOURCE:
+        source = np.random.SFC64(int(source.random_raw()))
+    ties, offset = [], 0
+    for index in _slices(out.shape):
+        part = out[index]
+        raw = source.random_raw(-(-part.size // 8)).view(np.uint8)[:part.size].reshape(part.shape)
+        # b < k as 0/1 bytes, negated to 0/-1 while still one byte wide, then sign-extended into
+        # the mask: the cheapest exact path numpy has from bytes to an int32 mask.
+        below = np.empty(part.shape, np.int8)
+        np.less(raw, k, out=below.view(np.bool_))
+        np.negative(below, out=below)
+        np.copyto(part, below)
+        if k != scaled:
+            ties.append(offset + np.flatnonzero(raw == k))
+        offset += part.size
+    ties = np.concatenate(ties) if ties else ()
     if len(ties):
         out.flat[ties] = -(rng.random(len(ties)) < scaled - k).astype(out.dtype)
     return out
+
+
+# Blobs are processed in slices of about _CHUNK units along axis 0, so the intermediates of the
+# multi-pass selects stay in the core's 2 MB L2 cache instead of going through memory once per
+# pass (the int32 mask alone is 4 bytes a unit). Measured on 100x32x32x32 with numpy 1.19:
+# mask + forward + backward 11.7 -> 8.4 ms; smaller slices lose to Python's per-call overhead.
+_CHUNK = 1 << 17
+_SEEDED_SOURCE = 1 << 19
+
+
+def _slices(shape):
+    """Indexes that cover an array of `shape` in C order, about _CHUNK units each."""
+    size = math.prod(shape)
+    if size <= _CHUNK:
+        return [Ellipsis]
+    rows = max(1, _CHUNK * shape[0] // size)
+    return [slice(start, start + rows) for start in range(0, shape[0], rows)]
 
 
 def _bits(array):
@@ -61,10 +96,12 @@ def dropin_forward(prev, new, mask, out=None):
     """Unit-wise select: `new` where the mask is set, `prev` elsewhere (bit-exact)."""
     if out is None:
         out = np.empty_like(prev)
-    out_bits, prev_bits, mask = _bits(out), _bits(prev), _mask_bits(mask, prev)
-    np.bitwise_xor(prev_bits, _bits(new), out=out_bits)
-    np.bitwise_and(out_bits, mask, out=out_bits)
-    np.bitwise_xor(out_bits, prev_bits, out=out_bits)
+    out_bits, prev_bits, new_bits = _bits(out), _bits(prev), _bits(new)
+    for index in _slices(prev.shape):
+        part, prev_part = out_bits[index], prev_bits[index]
+        np.bitwise_xor(prev_part, new_bits[index], out=part)
+        np.bitwise_and(part, _mask_bits(mask[index], prev), out=part)
+        np.bitwise_xor(part, prev_part, out=part)
     return out
 
 
@@ -73,14 +110,16 @@ def dropin_backward(top_diff, mask, prev_diff=None, new_diff=None):
 
     Returns (prev_diff, new_diff).
     """
-    top_bits, mask = _bits(top_diff), _mask_bits(mask, top_diff)
-    if new_diff is not None:
-        np.bitwise_and(top_bits, mask, out=_bits(new_diff))
-    if prev_diff is not None:
-        if new_diff is not None:  # top & ~mask == top ^ (top & mask), one pass fewer
-            np.bitwise_xor(top_bits, _bits(new_diff), out=_bits(prev_diff))
-        else:
-            np.bitwise_and(top_bits, np.invert(mask), out=_bits(prev_diff))
+    top_bits = _bits(top_diff)
+    for index in _slices(top_diff.shape):
+        top, mask_part = top_bits[index], _mask_bits(mask[index], top_diff)
+        if new_diff is not None:
+            np.bitwise_and(top, mask_part, out=_bits(new_diff[index]))
+        if prev_diff is not None:
+            if new_diff is not None:  # top & ~mask == top ^ (top & mask), one pass fewer
+                np.bitwise_xor(top, _bits(new_diff[index]), out=_bits(prev_diff[index]))
+            else:
+                np.bitwise_and(top, np.invert(mask_part), out=_bits(prev_diff[index]))
     return prev_diff, new_diff
 
 

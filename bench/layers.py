@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Speed of the DropIn and Resize layers against Caffe's own layers, timed in one process.
+
+  tools/caffe-env run python3 bench/layers.py [--json PATH] [--budget SECONDS]
+
+Every layer runs as Caffe runs it: a one-layer caffe.Net (Input layers feeding it,
+`force_backward: true`) timed over net._forward + net._backward, on the same random blobs.
+
+- DropIn in TRAIN, {"mode": "regularize", "p_new": 0.5}, against Caffe's native Dropout
+  (dropout_ratio 0.5, TRAIN, C++) and against np.copyto of one blob (the memory-bound floor),
+  for 64x50x8x8 (LeNet), 100x32x32x32 (CIFAR) and 256x4096 (fc). Targets: <= 1x Dropout,
+  <= 4x the copy.
+- Resize 2x bilinear upsampling of 64x50x8x8 against native Deconvolution (num_output = group
+  = 50, kernel 4, stride 2, pad 1, bilinear filler, lr_mult 0 as a fixed upsampling layer has).
+  Target: <= 2x. The two agree away from the border (Deconvolution zero-pads, Resize clamps).
+
+Times are medians of repeated calls, ours and the baseline alternating in blocks. The table goes
+to stdout, followed by where DropIn's time goes (our numpy kernels run in sequence outside Caffe;
+the rest is Caffe's Python-layer call). --json PATH writes one record per comparison, {"case", "ours", "ours_ms",
+"baseline", "baseline_ms", "ratio"}, ratio = ours_ms / baseline_ms. Not a test: it asserts no time.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # read when caffe loads: keep net setup quiet
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import caffe  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dropin_caffe import kernels  # noqa: E402
+
+SHAPES = [("LeNet", (64, 50, 8, 8)), ("CIFAR", (100, 32, 32, 32)), ("fc", (256, 4096))]
+RESIZE_SHAPE, RESIZE_TO = (64, 50, 8, 8), 16
+TARGETS = {"dropout": 1.0, "copy": 4.0, "deconv": 2.0}
+
+
+def shape_text(shape):
+    return "x".join(map(str, shape))
+
+
+def input_layers(shapes):
+    return "".join('layer { name: "%s" type: "Input" top: "%s" input_param { shape { %s } } }\n'
+                   % (name, name, " ".join("dim: %d" % d for d in shape)) for name, shape in shapes)
+
+
+def dropin_net(shape):
+    return input_layers([("prev", shape), ("new", shape)]) + (
+        'layer { name: "dropin" type: "Python" bottom: "prev" bottom: "new" top: "out"\n'
+        '  param { lr_mult: 0 decay_mult: 0 }\n'
+        '  python_param { module: "dropin_caffe.layers" layer: "DropIn"\n'
+        '    param_str: \'{"name": "dropin", "mode": "regularize", "p_new": 0.5, "seed": 1}\' } }\n')
+
+
+def dropout_net(shape):
+    return input_layers([("data", shape)]) + (
+        'layer { name: "drop" type: "Dropout" bottom: "data" top: "out"\n'
+        '  dropout_param { dropout_ratio: 0.5 } }\n')
+
+
+def resize_net(shape, size):
+    return input_layers([("data", shape)]) + (
+        'layer { name: "resize" type: "Python" bottom: "data" top: "out"\n'
+        '  python_param { module: "dropin_caffe.layers" layer: "Resize"\n'
+        '    param_str: \'{"name": "resize", "height": %d, "width": %d}\' } }\n' % (size, size))
+
+
+def deconv_net(shape, size):
+    channels, factor = shape[1], size // shape[2]
+    return input_layers([("data", shape)]) + (
+        'layer { name: "up" type: "Deconvolution" bottom: "data" top: "out"\n'
+        '  param { lr_mult: 0 decay_mult: 0 }\n'
+        '  convolution_param { num_output: %d group: %d kernel_size: %d stride: %d pad: %d\n'
+        '    bias_term: false weight_filler { type: "bilinear" } } }\n'
+        % (channels, channels, 2 * factor, factor, factor // 2))
+
+
+class OneLayerNet:
+    """A TRAIN caffe.Net around one layer; `run()` is one forward and one backward pass."""
+
+    def __init__(self, folder, name, layers, inputs, top_diff):
+        path = os.path.join(folder, name + ".prototxt")
+        with open(path, "w") as handle:
+            handle.write('name: "%s"\nforce_backward: true\n%s' % (name, layers))
+        self.net = caffe.Net(path, caffe.TRAIN)
+        for blob, value in inputs.items():
+            self.net.blobs[blob].data[...] = value
+        self.net.blobs["out"].diff[...] = top_diff
+        self.last = len(self.net.layers) - 1
+
+    def run(self):
+        self.net._forward(0, self.last)
+        self.net._backward(self.last, 0)
+
+
+def time_calls(run, count):
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def compare(ours, baseline, budget, blocks=5):
+    """Median ms of `ours` and `baseline`, alternating blocks of calls within about `budget` s."""
+    estimate = [min(time_calls(run, 3)) for run in (ours, baseline)]  # also the warm-up
+    per_block = max(2, min(100, int(budget / blocks / sum(estimate))))
+    samples = ([], [])
+    for _ in range(blocks):
+        for run, times in zip((ours, baseline), samples):
+            times.extend(time_calls(run, per_block))
+    return tuple(1e3 * float(np.median(times)) for times in samples)
+
+
+def sequence_ms(parts, budget):
+    """Median ms of each (name, run) part when they run one after another, as in a layer's pass
+    (so each sees the caches the previous ones left, unlike a part repeated on its own)."""
+    estimate = sum(min(time_calls(run, 3)) for _, run in parts)
+    times = np.empty((max(5, min(500, int(budget / estimate))), len(parts)))
+    for row in times:
+        for column, (_, run) in enumerate(parts):
+            start = time.perf_counter()
+            run()
+            row[column] = time.perf_counter() - start
+    return [(name, 1e3 * float(ms)) for (name, _), ms in zip(parts, np.median(times, axis=0))]
+
+
+def record(case, ours, ours_ms, baseline, baseline_ms):
+    return {"case": case, "ours": ours, "ours_ms": round(ours_ms, 4), "baseline": baseline,
+            "baseline_ms": round(baseline_ms, 4), "ratio": round(ours_ms / baseline_ms, 3)}
+
+
+def bench_dropin(folder, label, shape, budget, data):
+    prev, new, top_diff = (data.standard_normal(shape).astype(np.float32) for _ in range(3))
+    ours = OneLayerNet(folder, "dropin", dropin_net(shape), {"prev": prev, "new": new}, top_diff)
+    native = OneLayerNet(folder, "dropout", dropout_net(shape), {"data": prev}, top_diff)
+    source, copy = prev.copy(), np.empty_like(prev)
+    ours_ms, dropout_ms = compare(ours.run, native.run, budget)
+    ours_again_ms, copy_ms = compare(ours.run, lambda: np.copyto(copy, source), budget / 2)
+    name = "%s %s" % (label, shape_text(shape))
+    records = [record("DropIn vs Dropout, " + name, "DropIn fwd+bwd", ours_ms, "Dropout fwd+bwd", dropout_ms),
+               record("DropIn vs copy, " + name, "DropIn fwd+bwd", ours_again_ms, "np.copyto", copy_ms)]
+    # Where the time goes: our kernels on their own, on the same blobs; the rest is the layer call.
+    rng, mask = np.random.default_rng(1), np.empty(shape, np.int32)
+    out, prev_diff, new_diff = (np.empty_like(prev) for _ in range(3))
+    parts = [("mask", lambda: kernels.sample_mask(rng, 0.5, shape, out=mask)),
+             ("forward", lambda: kernels.dropin_forward(prev, new, mask, out=out)),
+             ("backward", lambda: kernels.dropin_backward(top_diff, mask, prev_diff, new_diff))]
+    split = sequence_ms(parts, budget / 2)
+    split.append(("layer call", ours_ms - sum(ms for _, ms in split)))
+    return records, (name, copy_ms, split)
+
+
+def bench_resize(folder, shape, size, budget, data):
+    image = data.standard_normal(shape).astype(np.float32)
+    top_diff = data.standard_normal(shape[:2] + (size, size)).astype(np.float32)
+    ours = OneLayerNet(folder, "resize", resize_net(shape, size), {"data": image}, top_diff)
+    native = OneLayerNet(folder, "deconv", deconv_net(shape, size), {"data": image}, top_diff)
+    ours.run()
+    native.run()
+    interior = (slice(None), slice(None), slice(1, size - 1), slice(1, size - 1))
+    agree = float(np.abs(ours.net.blobs["out"].data[interior] - native.net.blobs["out"].data[interior]).max())
+    ours_ms, deconv_ms = compare(ours.run, native.run, budget)
+    name = "%s -> %dx%d bilinear" % (shape_text(shape), size, size)
+    return record("Resize vs Deconvolution, " + name, "Resize fwd+bwd", ours_ms,
+                  "Deconvolution fwd+bwd", deconv_ms), agree
+
+
+def target_of(entry):
+    baseline = entry["baseline"].split()[0]
+    return TARGETS["copy" if baseline == "np.copyto" else "deconv" if baseline == "Deconvolution" else "dropout"]
+
+
+def table(records):
+    rows = [("case", "ours ms", "baseline", "baseline ms", "ratio", "target", "")]
+    for entry in records:
+        target = target_of(entry)
+        rows.append((entry["case"], "%.3f" % entry["ours_ms"], entry["baseline"], "%.3f" % entry["baseline_ms"],
+                     "%.2f" % entry["ratio"], "<= %g" % target, "met" if entry["ratio"] <= target else "MISSED"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) if i in (0, 2, 6) else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows)
+
+
+def write_json(path, records):
+    """Write the records atomically: a temporary file in the same folder, then os.replace."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".bench_layers.", suffix=".json")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(records, stream, indent=1)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", metavar="PATH", help="also write the records to PATH as JSON")
+    parser.add_argument("--budget", type=float, default=3.0, metavar="SECONDS",
+                        help="timing time per comparison (default 3; the whole run is about 8x this)")
+    args = parser.parse_args(argv)
+    caffe.set_mode_cpu()
+    data = np.random.default_rng(0)
+    records, splits = [], []
+    with tempfile.TemporaryDirectory(prefix="bench_layers.") as folder:
+        for label, shape in SHAPES:
+            found, split = bench_dropin(folder, label, shape, args.budget, data)
+            records += found
+            splits.append(split)
+        resize, agree = bench_resize(folder, RESIZE_SHAPE, RESIZE_TO, args.budget, data)
+        records.append(resize)
+    print(table(records))
+    print("\nWhere DropIn's time goes (ms): our numpy kernels run in sequence; the layer call is the net's"
+          "\ntime minus theirs (Caffe and pycaffe overhead; near or below 0 means lost in the noise):")
+    for name, copy_ms, split in splits:
+        print("  %-22s %s   (copy %.3f)" % (name, "  ".join("%s %.3f" % part for part in split), copy_ms))
+    print("\nResize and Deconvolution outputs away from the border: max |difference| %.2g" % agree)
+    if args.json:
+        write_json(args.json, records)
+        print("records written to %s" % args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
