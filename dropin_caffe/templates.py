@@ -40,9 +40,11 @@ VGG_A = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 VGG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
-def _data(train_source, test_source, train_batch_size, test_batch_size, **transform):
-    """Variables of the data layers: a database by default, DummyData with dummy_data=True."""
-    variables = dict(dummy_data=False, train_source=train_source, test_source=test_source, backend="LMDB",
+def _data(image_shape, train_source, test_source, train_batch_size, test_batch_size, **transform):
+    """Variables of the data layers: a database by default, DummyData with dummy_data=True.
+    `image_shape` is (C, H, W) of the images in the database, before any crop."""
+    variables = dict(dummy_data=False, image_shape=image_shape, train_source=train_source, test_source=test_source,
+                     backend="LMDB",
                      train_batch_size=train_batch_size, test_batch_size=test_batch_size,
                      scale=None, mean_file=None, mean_value=None, crop_size=None, mirror=False)
     variables.update(transform)
@@ -61,20 +63,20 @@ _IMAGENET_MEAN = "data/ilsvrc12/imagenet_mean.binaryproto"
 
 
 def _vgg(config, name):
-    net = dict(_data(*_IMAGENET, 256, 50, mean_value=[104, 117, 123], crop_size=224, mirror=True),
+    net = dict(_data([3, 256, 256], *_IMAGENET, 256, 50, mean_value=[104, 117, 123], crop_size=224, mirror=True),
                config=config, weight_filler="gaussian")
     return NetTemplate("vgg.prototxt.j2", net, "vgg_solver.prototxt.j2", _solver(name, 370000))
 
 
 NETS = {
-    "lenet": NetTemplate("lenet.prototxt.j2", _data(*_MNIST, 64, 100, scale=0.00390625),
+    "lenet": NetTemplate("lenet.prototxt.j2", _data([1, 28, 28], *_MNIST, 64, 100, scale=0.00390625),
                          "lenet_solver.prototxt.j2", _solver("lenet", 10000)),
-    "cifar10_quick": NetTemplate("cifar10_quick.prototxt.j2", _data(*_CIFAR10, 100, 100, mean_file=_CIFAR10_MEAN),
+    "cifar10_quick": NetTemplate("cifar10_quick.prototxt.j2", _data([3, 32, 32], *_CIFAR10, 100, 100, mean_file=_CIFAR10_MEAN),
                                  "cifar10_quick_solver.prototxt.j2", _solver("cifar10_quick", 4000)),
-    "cifar10_full": NetTemplate("cifar10_full.prototxt.j2", _data(*_CIFAR10, 100, 100, mean_file=_CIFAR10_MEAN),
+    "cifar10_full": NetTemplate("cifar10_full.prototxt.j2", _data([3, 32, 32], *_CIFAR10, 100, 100, mean_file=_CIFAR10_MEAN),
                                 "cifar10_full_solver.prototxt.j2", _solver("cifar10_full", 60000)),
     "alexnet": NetTemplate("alexnet.prototxt.j2",
-                           _data(*_IMAGENET, 256, 50, mean_file=_IMAGENET_MEAN, crop_size=227, mirror=True),
+                           _data([3, 256, 256], *_IMAGENET, 256, 50, mean_file=_IMAGENET_MEAN, crop_size=227, mirror=True),
                            "alexnet_solver.prototxt.j2", _solver("alexnet", 450000)),
     "vgg11": _vgg(VGG_A, "vgg11"),
     "vgg16": _vgg(VGG_D, "vgg16"),
@@ -108,6 +110,8 @@ RULES = {
     "mean_value": _optional(("a number or a list of numbers", lambda value: _is_number(value) or (
         isinstance(value, (list, tuple)) and len(value) > 0 and all(map(_is_number, value))))),
     "crop_size": _optional(params.integer(1)),
+    "image_shape": ("a list of 3 integers >= 1 (channels, height, width)", lambda value: isinstance(
+        value, (list, tuple)) and len(value) == 3 and all(params.integer(1)[1](v) for v in value)),
     "config": ('a list of conv widths (integers >= 1) and "M" (2x2 max pool), such as [64, "M", 128, "M"]',
                _is_vgg_config),
     "weight_filler": params.choice("gaussian", "xavier"),
@@ -122,6 +126,14 @@ def render_net(name, **variables):
     """The train/test prototxt of built-in net `name`, its defaults overridden by `variables`."""
     entry = _entry(name)
     return _render('template "%s"' % name, entry.net, entry.defaults, variables)
+
+
+def data_shape(name, **variables):
+    """(C, H, W) of the data blob of built-in net `name` with `variables`: the image shape, cropped."""
+    values = dict(_entry(name).defaults, **variables)
+    channels, height, width = values["image_shape"]
+    crop = values.get("crop_size")
+    return (channels, crop or height, crop or width)
 
 
 def render_solver(name, **variables):

@@ -264,7 +264,7 @@ def test_unknown_variable_lists_the_templates_variables():
         templates.render_net("lenet", batch_size=32)
     message = str(error.value)
     assert message.startswith('template "lenet" has no variable "batch_size" (did you mean "')
-    assert message.endswith("its variables: backend, crop_size, dummy_data, mean_file, mean_value, mirror, "
+    assert message.endswith("its variables: backend, crop_size, dummy_data, image_shape, mean_file, mean_value, mirror, "
                             "scale, test_batch_size, test_source, train_batch_size, train_source")
     with pytest.raises(ConfigError, match=r'^template "lenet" has no variable "config"; its variables: '):
         templates.render_net("lenet", config=[64, "M"])
@@ -311,3 +311,18 @@ def test_import_does_not_load_jinja2():
     code = "import sys, dropin_caffe.templates; print('jinja2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name, variables, expected", [
+    ("lenet", {}, (1, 28, 28)),
+    ("cifar10_quick", {}, (3, 32, 32)),
+    ("alexnet", {}, (3, 227, 227)),
+    ("vgg16", {"crop_size": 112}, (3, 112, 112)),
+    ("lenet", {"image_shape": [3, 40, 36]}, (3, 40, 36)),
+])
+def test_data_shape_is_the_cropped_image_shape_and_matches_dummy_data(name, variables, expected):
+    assert templates.data_shape(name, **variables) == expected
+    net = caffe_pb2.NetParameter()
+    text_format.Merge(templates.render_net(name, dummy_data=True, **variables), net)
+    dims = tuple(net.layer[0].dummy_data_param.shape[0].dim)
+    assert dims[1:] == expected
