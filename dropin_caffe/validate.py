@@ -1,0 +1,130 @@
+"""Prove a net in Caffe: build it with `caffe.Net`, run one forward and backward pass, and check
+that every blob has the shape `shapes.infer` worked out.
+
+Nets usually read databases that are not on this machine (or not in the current directory,
+which is where Caffe resolves relative sources), so `with_dummy_data` swaps each data layer
+whose source is missing for a DummyData layer with the same name, tops and inferred shapes
+(gaussian data, constant 0 labels). A MemoryData layer is always swapped: it has no source and
+waits for arrays from Python.
+
+Caffe stops the whole process (glog's CHECK) on many bad nets, so everything this module can
+check first it checks first, as ConfigError: shapes (by inference), the text (by caffe_pb2),
+layer types (Caffe's registry) and Python layer modules. Caffe is imported inside the functions
+that need it; importing this module needs neither Caffe nor numpy.
+"""
+import importlib
+import os
+import tempfile
+
+from . import prototxt
+from .errors import ConfigError
+from .prototxt import Message
+from .shapes import SOURCE_PARAMS, infer, phase_net
+
+
+def _source_missing(layer):
+    if str(layer.get("type")) == "MemoryData":
+        return True
+    param = layer.get(SOURCE_PARAMS[str(layer.get("type"))])
+    source = param.get("source") if param is not None else None
+    return not source or not os.path.exists(str(source))
+
+
+def dummy_layer(layer, shapes):
+    """A DummyData layer standing in for data layer `layer`: same name and tops, the shapes in
+    `shapes`; the first top gaussian (the data), the others constant 0 (labels, valid classes)."""
+    tops = [str(top) for top in layer.get_all("top")]
+    unknown = [top for top in tops if shapes.get(top) is None]
+    if unknown:
+        raise ConfigError("%s '%s': its source is not here, so Caffe cannot read the shape of %s; give it with "
+                          "--input-shape %s=C,H,W (or N,C,H,W)"
+                          % (layer.get("type"), layer.get("name"), ", ".join(map(repr, unknown)), unknown[0]))
+    param = Message()
+    for i in range(len(tops)):
+        filler = [["type", "gaussian"], ["std", 1.0]] if i == 0 else [["type", "constant"], ["value", 0.0]]
+        param.add("data_filler", Message(filler))
+    for top in tops:
+        param.add("shape", Message([["dim", dim] for dim in shapes[top]]))
+    return Message([["name", layer.get("name", "")], ["type", "DummyData"]] +
+                   [["top", top] for top in tops] + [["dummy_data_param", param]])
+
+
+def with_dummy_data(net, phase, shapes, stages=()):
+    """The layers of `net` that Caffe keeps in `phase`, each data layer whose source is missing
+    replaced by a DummyData layer (see `dummy_layer`); every other layer untouched."""
+    kept = phase_net(net, phase, stages)
+    for field in kept.fields:
+        if field[0] == "layer" and str(field[1].get("type")) in SOURCE_PARAMS and _source_missing(field[1]):
+            field[1] = dummy_layer(field[1], shapes)
+    return kept
+
+
+def _check_for_caffe(net, text, phase, stages):
+    import caffe
+    prototxt.check_with_caffe_pb2(text, "net", tree=net)
+    known = set(caffe.layer_type_list())
+    for layer in phase_net(net, phase, stages).get_all("layer"):
+        kind, name = str(layer.get("type")), layer.get("name")
+        if kind not in known:
+            raise ConfigError("layer '%s': this Caffe has no layer type %r; its types: %s"
+                              % (name, kind, ", ".join(sorted(known))))
+        if kind == "Python":
+            param = layer.get("python_param") or Message()
+            module, cls = str(param.get("module", "")), str(param.get("layer", ""))
+            try:
+                found = hasattr(importlib.import_module(module), cls)
+            except ImportError as error:
+                raise ConfigError("Python layer '%s': cannot import module %r (%s); put it on PYTHONPATH"
+                                  % (name, module, error)) from None
+            if not found:
+                raise ConfigError("Python layer '%s': module %r has no layer class %r" % (name, module, cls))
+
+
+def load_net(net_message, phase, stages=()):
+    """A caffe.Net built from `net_message` in `phase` ("TRAIN"/"TEST"); the text is checked with
+    caffe_pb2 and the layer types against Caffe's registry first, so a bad net is a ConfigError
+    rather than a Caffe abort."""
+    import caffe
+    phase = str(phase).upper()
+    if phase not in ("TRAIN", "TEST"):
+        raise ConfigError("phase must be TRAIN or TEST, got %r" % (phase,))
+    text = prototxt.dumps(net_message)
+    _check_for_caffe(net_message, text, phase, stages)
+    handle, path = tempfile.mkstemp(prefix="dropin-caffe-net.", suffix=".prototxt")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        try:
+            return caffe.Net(path, getattr(caffe, phase), stages=list(stages))
+        except Exception as error:  # pycaffe reports a Python layer's failures as assorted types
+            raise ConfigError("Caffe could not build the net in phase %s: %s: %s"
+                              % (phase, type(error).__name__, error)) from None
+    finally:
+        os.remove(path)
+
+
+def caffe_shapes(caffe_net):
+    """Blob name -> shape tuple, for every blob of a caffe.Net (Caffe's own split blobs included)."""
+    return {name: tuple(blob.shape) for name, blob in caffe_net.blobs.items()}
+
+
+def check_net(net_message, phase, input_shapes=None, stages=()):
+    """Infer, swap missing data for DummyData, build in Caffe, run forward and backward once, and
+    compare every inferred blob shape with Caffe's.
+
+    Raises ConfigError naming the first blob (in net order) whose shapes differ. Returns Caffe's
+    shapes of the blobs the net names (so also those inference left unknown).
+    """
+    shapes, layers = infer(net_message, phase, input_shapes, stages)
+    caffe_net = load_net(with_dummy_data(net_message, phase, shapes, stages), phase, stages)
+    caffe_net.forward()
+    caffe_net.backward()
+    got = caffe_shapes(caffe_net)
+    for layer in layers:
+        for blob, _ in layer.tops:
+            shape = shapes[blob]  # as after the last layer that writes it, like Caffe's blob
+            if shape is not None and got.get(blob) != shape:
+                raise ConfigError("blob '%s' (top of %s '%s'): shape inference gives %s, Caffe %s in phase %s; "
+                                  "check the shapes given with --input-shape, else please report this net"
+                                  % (blob, layer.type, layer.name, shape, got.get(blob), phase))
+    return {blob: got[blob] for blob in shapes if blob in got}
