@@ -2,6 +2,7 @@
 import glob
 import os
 import subprocess
+import tempfile
 
 import pytest
 from caffe.proto import caffe_pb2
@@ -105,11 +106,12 @@ V1_NETS = {
 
 def caffe_upgrade(path):
     """Debian Caffe's upgrade_net_proto_text on `path`, read back with our parser."""
-    out = path + ".caffe-upgraded"
-    done = subprocess.run(["upgrade_net_proto_text", path, out], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True)
-    assert done.returncode == 0, done.stderr
-    return read(out)
+    with tempfile.TemporaryDirectory() as scratch:  # never beside the input: it may be read-only
+        out = os.path.join(scratch, "upgraded.prototxt")
+        done = subprocess.run(["upgrade_net_proto_text", path, out], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True)
+        assert done.returncode == 0, done.stderr
+        return read(out)
 
 
 def caffe_message(tree):

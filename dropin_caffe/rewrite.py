@@ -1,0 +1,336 @@
+"""The net rewrites behind expand_net, on schema-free prototxt trees (`prototxt.Message`).
+
+- `replicate`: insert K copies of a layer (with the in-place layers that follow it: ReLU, LRN,
+  BatchNorm, Scale, Dropout, ...) right after it, each made shape-preserving (input channels =
+  the layer's output channels; stride 1 and "same" padding where the layer changes the spatial
+  size) and joined to the chain by a gradual DropIn: prev = the replica's input, new = its
+  output. Whatever consumed the layer's output consumes the last DropIn's. Without DropIn the
+  replicas are simply chained: the plain expanded baseline every experiment needs.
+- `regularize`: replace a Dropout layer by a regularizing DropIn whose prev is the input of the
+  weight layer before it, flattened and resized (Resize layer) when the shapes differ.
+- `stagger`: replica i (in net order) starts entering at iteration i * S, the paper's
+  asynchronous DropIn.
+
+Original layers keep their names, so `caffe train --weights=original.caffemodel` starts them from
+a trained model while replicas start fresh from the same fillers. New DropIn layers carry
+`param { lr_mult: 0 decay_mult: 0 }` so the solver never touches their iteration counter.
+"""
+import difflib
+import json
+
+from .errors import ConfigError
+from .prototxt import Enum, Message
+
+DATA_TYPES = {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Input"}
+CONV_TYPES = {"Convolution", "Deconvolution"}
+ACTIVATION_TYPES = {"ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "Power", "BNLL"}
+LAYER_MODULE = "dropin_caffe.layers"
+
+
+def layers(net):
+    return net.get_all("layer")
+
+
+def _names(net):
+    return {layer.get("name") for layer in layers(net)}
+
+
+def _blobs(net):
+    return {blob for layer in layers(net) for blob in layer.get_all("top")}
+
+
+def find_layer(net, name, option="--replicate"):
+    """The one layer called `name`; a clear error with near matches otherwise."""
+    found = [layer for layer in layers(net) if layer.get("name") == name]
+    if not found:
+        near = difflib.get_close_matches(name, sorted(_names(net)), n=4)
+        hint = "; did you mean %s?" % ", ".join(near) if near else "; the net's layers are listed by --summary"
+        raise ConfigError("%s: no layer named %r in the net%s" % (option, name, hint))
+    if len(found) > 1:
+        raise ConfigError("%s: %d layers are named %r (one per phase?); rewrite a layer whose name is unique"
+                          % (option, len(found), name))
+    return found[0]
+
+
+def _in_place(layer, blob):
+    return layer.get_all("bottom") == [blob] and layer.get_all("top") == [blob]
+
+
+def unit(net, layer):
+    """The layer and the in-place layers right after it (ReLU, LRN, BatchNorm, Scale, ...)."""
+    all_layers = layers(net)
+    start = all_layers.index(layer)
+    tops = layer.get_all("top")
+    members = [layer]
+    if len(tops) == 1:
+        for follower in all_layers[start + 1:]:
+            if not _in_place(follower, tops[0]):
+                break
+            members.append(follower)
+    return members
+
+
+def _fresh(taken, name):
+    if name in taken:
+        raise ConfigError("the new name %r is already used by a layer or blob of the net; rename that "
+                          "layer or pass the replica names explicitly" % name)
+    taken.add(name)
+    return name
+
+
+def _python_layer(name, kind, bottoms, tops, config, frozen):
+    layer = Message([["name", name], ["type", "Python"]])
+    for bottom in bottoms:
+        layer.add("bottom", bottom)
+    for top in tops:
+        layer.add("top", top)
+    if len(tops) > 1:  # the p top is for the log only: no loss
+        for _ in tops:
+            layer.add("loss_weight", 0.0)
+    if frozen:
+        layer.add("param", Message([["lr_mult", 0.0], ["decay_mult", 0.0]]))
+    param_str = json.dumps(dict({"name": name}, **config))
+    layer.add("python_param", Message([["module", LAYER_MODULE], ["layer", kind], ["param_str", param_str]]))
+    return layer
+
+
+def dropin_layer(name, prev, new, top, config, p_top=False):
+    """A DropIn layer joining blobs `prev` and `new` into `top` (and `top`_p with p_top)."""
+    tops = [top, top + "_p"] if p_top else [top]
+    return _python_layer(name, "DropIn", [prev, new], tops, config, frozen=True)
+
+
+def resize_layer(name, bottom, top, shape):
+    """A Resize layer reshaping `bottom` to the channels (and H, W) of `shape`."""
+    config = dict(zip(("channels", "height", "width"), shape[1:]))
+    return _python_layer(name, "Resize", [bottom], [top], config, frozen=False)
+
+
+def _replace(message, name, old, new):
+    """Fields `name` holding `old` hold `new`, in place (field order is kept)."""
+    for field in message.fields:
+        if field[0] == name and field[1] == old:
+            field[1] = new
+
+
+def _per_axis(param, key, default, prefix=None):
+    """A conv parameter as [h, w], from `key` (one or two values) or PREFIX_h / PREFIX_w."""
+    values = param.get_all(key)
+    if values:
+        return values * 2 if len(values) == 1 else values
+    prefix = prefix or key
+    return [param.get(prefix + "_h", default), param.get(prefix + "_w", default)]
+
+
+def _shape_preserving_conv(layer, kernel, filler, notices):
+    """Make a copied conv layer keep its input's spatial size: stride 1, "same" padding."""
+    param = layer.get("convolution_param")
+    if kernel is not None:
+        for key in ("kernel_size", "kernel_h", "kernel_w"):
+            param.remove(key)
+        param.add("kernel_size", kernel)
+    if filler is not None:
+        param.set("weight_filler", filler.copy())
+    sizes = _per_axis(param, "kernel_size", None, prefix="kernel")
+    dilations = param.get_all("dilation") or [1]
+    dilations = dilations * 2 if len(dilations) == 1 else dilations
+    if None in sizes or any(size % 2 == 0 for size in sizes):
+        raise ConfigError("layer %r: a replica of a convolution with an even or missing kernel size (%s) "
+                          "cannot keep the blob's shape; give an odd replica kernel (--replica-kernel 3)"
+                          % (layer.get("name"), sizes))
+    pads = [d * (k - 1) // 2 for k, d in zip(sizes, dilations)]
+    old_pads = _per_axis(param, "pad", 0)
+    old_strides = _per_axis(param, "stride", 1)
+    for key in ("pad", "pad_h", "pad_w", "stride", "stride_h", "stride_w"):
+        param.remove(key)
+    if pads[0] == pads[1]:
+        param.add("pad", pads[0])
+    else:
+        param.add("pad_h", pads[0])
+        param.add("pad_w", pads[1])
+    return old_pads != pads or old_strides != [1, 1]
+
+
+def _replica(original, name, bottom, kernel, filler):
+    replica = original.copy()
+    replica.set("name", name)
+    replica.set("bottom", bottom)
+    replica.set("top", name)
+    for spec in replica.get_all("param"):
+        spec.remove("name")  # a shared-weight name would tie the replica to the original's weights
+    changed = False
+    if original.get("type") in CONV_TYPES:
+        changed = _shape_preserving_conv(replica, kernel, filler, [])
+    elif original.get("type") == "InnerProduct":
+        if filler is not None:
+            replica.get("inner_product_param").set("weight_filler", filler.copy())
+    return replica, changed
+
+
+def _rewire(later_layers, old, new):
+    """Layers after the insertion read `new` where they read `old` (in-place ones write it too)."""
+    for layer in later_layers:
+        in_place = _in_place(layer, old)
+        _replace(layer, "bottom", old, new)
+        if in_place:
+            _replace(layer, "top", old, new)
+        elif old in layer.get_all("top"):
+            return  # `old` is rewritten from here on: later readers mean that one
+
+
+def check_replicable(layer, shapes=None):
+    kind = layer.get("type")
+    name = layer.get("name")
+    if kind in DATA_TYPES or not layer.get_all("bottom"):
+        raise ConfigError("--replicate %s: %s is a data layer; replicate a layer that computes on a blob"
+                          % (name, kind))
+    if kind.endswith("Loss") or kind == "Accuracy":
+        raise ConfigError("--replicate %s: %s is a loss or accuracy layer; replicate a weight layer "
+                          "such as a Convolution before it" % (name, kind))
+    if len(layer.get_all("top")) != 1 or len(layer.get_all("bottom")) != 1:
+        raise ConfigError("--replicate %s: only layers with one bottom and one top can be replicated, "
+                          "%s has %d and %d" % (name, kind, len(layer.get_all("bottom")), len(layer.get_all("top"))))
+    if kind not in CONV_TYPES and kind != "InnerProduct":
+        bottom, top = layer.get("bottom"), layer.get("top")
+        got = (shapes or {}).get(bottom), (shapes or {}).get(top)
+        if None in got:
+            raise ConfigError("--replicate %s: whether a %s layer keeps the shape depends on its input, whose "
+                              "shape is unknown; give it with --input-shape" % (name, kind))
+        if got[0] != got[1]:
+            raise ConfigError("--replicate %s: a %s layer maps %s to %s, so a replica of it cannot take its "
+                              "own output; replicate a Convolution or InnerProduct instead" % (name, kind, *got))
+
+
+def replicate(net, name, count, dropin=None, p_top=False, activation=None, kernel=None, filler=None,
+              names=None, shapes=None, notices=None):
+    """Insert `count` replicas of layer `name` after it (see the module docstring); returns the net.
+
+    dropin: the DropIn config of each join ({"length": L, "iter_size": n}), or None for plain replicas.
+    activation: a type ("ReLU") appended in place to replicas whose unit has no activation.
+    kernel, filler: override the replicas' kernel size and weight filler (a Message).
+    names: explicit replica names (default NAME_1 ... NAME_K). shapes: blob -> inferred shape.
+    """
+    if not isinstance(count, int) or count < 1:
+        raise ConfigError("--replicate %s=%s: the number of replicas must be an integer >= 1" % (name, count))
+    notices = notices if notices is not None else []
+    original = find_layer(net, name)
+    check_replicable(original, shapes)
+    members = unit(net, original)
+    names = names or ["%s_%d" % (name, i) for i in range(1, count + 1)]
+    if len(names) != count:
+        raise ConfigError("--replicate %s: %d names given for %d replicas" % (name, len(names), count))
+    taken = _names(net) | _blobs(net)
+    chain = original.get("top")
+    inserted = []
+    for index, replica_name in enumerate(names, 1):
+        replica, changed = _replica(original, _fresh(taken, replica_name), chain, kernel, filler)
+        if changed and index == 1:
+            notices.append("replicas of %s use stride 1 and \"same\" padding so that they keep the blob's shape"
+                           % name)
+        block = [replica]
+        followers = [follower.copy() for follower in members[1:]]
+        if activation and not any(m.get("type") in ACTIVATION_TYPES for m in members):
+            followers.append(Message([["name", ""], ["type", activation]]))
+        for follower in followers:  # named after the replica and their type: conv3_1_relu, ...
+            base = "%s_%s" % (replica_name, follower.get("type").lower())
+            follower.set("name", _fresh(taken, next(
+                n for n in [base] + ["%s%d" % (base, i) for i in range(2, 99)] if n not in taken)))
+            follower.set("bottom", replica_name)
+            follower.set("top", replica_name)
+            block.append(follower)
+        if dropin is not None:
+            join = _fresh(taken, replica_name + "_dropin")
+            if p_top:
+                _fresh(taken, join + "_p")
+            block.append(dropin_layer(join, chain, replica_name, join, dropin, p_top))
+            chain = join
+        else:
+            chain = replica_name
+        inserted += block
+    _insert_after(net, members[-1], inserted)
+    all_layers = layers(net)
+    _rewire(all_layers[all_layers.index(inserted[-1]) + 1:], original.get("top"), chain)
+    return net
+
+
+def _insert_after(net, anchor, new_layers):
+    position = next(i for i, (key, value) in enumerate(net.fields) if value is anchor)
+    for offset, layer in enumerate(new_layers, 1):
+        net.insert(position + offset, "layer", layer)
+
+
+def _producer(net, blob, before):
+    """The nearest layer before `before` that computes `blob` (skipping in-place layers)."""
+    all_layers = layers(net)
+    for layer in reversed(all_layers[:all_layers.index(before)]):
+        if blob in layer.get_all("top") and not _in_place(layer, blob):
+            return layer
+    return None
+
+
+def regularize(net, name, p_new, shapes, iter_size=1, p_top=False, notices=None):
+    """Replace Dropout layer `name` by a regularizing DropIn with probability `p_new` of `new`."""
+    if not (isinstance(p_new, (int, float)) and 0 < p_new <= 1):
+        raise ConfigError("--regularize %s=%s: P, the probability a unit comes from new, must lie in (0, 1]"
+                          % (name, p_new))
+    dropout = find_layer(net, name, "--regularize")
+    if dropout.get("type") != "Dropout":
+        raise ConfigError("--regularize %s: needs a Dropout layer, %s is a %s layer" % (name, name, dropout.get("type")))
+    new = dropout.get("bottom")
+    weight_layer = _producer(net, new, dropout)
+    if weight_layer is None or not weight_layer.get_all("bottom"):
+        raise ConfigError("--regularize %s: no layer before it computes %r from an input, so DropIn has no "
+                          "prev to take units from" % (name, new))
+    prev = weight_layer.get("bottom")
+    prev_shape, new_shape = shapes.get(prev), shapes.get(new)
+    if prev_shape is None or new_shape is None:
+        raise ConfigError("--regularize %s: the shape of %r or %r is unknown (a layer type shape inference does "
+                          "not know, or a data layer without a shape); give it with --input-shape" % (name, prev, new))
+    taken = _names(net) | _blobs(net)
+    block = []
+    if len(prev_shape) != len(new_shape):
+        if len(new_shape) != 2:
+            raise ConfigError("--regularize %s: cannot match prev %r %s to new %r %s" % (name, prev, prev_shape, new, new_shape))
+        flat = _fresh(taken, "%s_flat" % prev)
+        block.append(Message([["name", flat], ["type", "Flatten"], ["bottom", prev], ["top", flat]]))
+        prev = flat
+    if tuple(prev_shape[:1]) + tuple(new_shape[1:]) != tuple(new_shape) or prev_shape[1:] != new_shape[1:]:
+        resized = _fresh(taken, "%s_resized" % prev)
+        block.append(resize_layer(resized, prev, resized, new_shape))
+        notices.append("--regularize %s: prev %s %s is resized to %s by a Resize layer" % (
+            name, weight_layer.get("bottom"), tuple(prev_shape), tuple(new_shape))) if notices is not None else None
+        prev = resized
+    top = dropout.get("top")
+    if top == new:
+        top = _fresh(taken, name + "_dropin")
+    join = _fresh(taken, name + "_dropin") if top != name + "_dropin" else top
+    block.append(dropin_layer(join, prev, new, top,
+                              {"mode": "regularize", "p_new": p_new, "iter_size": iter_size}, p_top))
+    _insert_after(net, dropout, block)
+    net.fields = [field for field in net.fields if field[1] is not dropout]
+    all_layers = layers(net)
+    _rewire(all_layers[all_layers.index(block[-1]) + 1:], new, top)
+    return net
+
+
+def dropin_configs(net):
+    """(layer, config) for every DropIn layer, in net order."""
+    found = []
+    for layer in layers(net):
+        python = layer.get("python_param")
+        if layer.get("type") == "Python" and python is not None and python.get("layer") == "DropIn":
+            found.append((layer, json.loads(python.get("param_str", "{}") or "{}")))
+    return found
+
+
+def stagger(net, every):
+    """Gradual DropIn layer i (in net order, from 0) starts entering at iteration i * every."""
+    gradual = [(layer, config) for layer, config in dropin_configs(net) if config.get("mode", "gradual") == "gradual"]
+    for index, (layer, config) in enumerate(gradual):
+        config["start"] = index * every
+        layer.get("python_param").set("param_str", json.dumps(config))
+    return net
+
+
+def gaussian_filler(std):
+    return Message([["type", "gaussian"], ["std", float(std)]])

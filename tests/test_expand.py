@@ -1,0 +1,143 @@
+"""Expanded nets in Caffe: every caffe-doc net with several rewrites, every preset and template,
+built by caffe.Net in TRAIN and TEST, one forward and backward, inferred shapes equal Caffe's."""
+import pytest
+
+from dropin_caffe import expand, prototxt, shapes, templates, validate
+from dropin_caffe.errors import ConfigError
+
+DOC = "/usr/share/doc/caffe-doc/"
+
+# (file, data shapes (small batches), plan) -- the data shapes are facts of the datasets.
+CASES = [
+    ("examples/mnist/lenet_train_test.prototxt", {"data": (4, 1, 28, 28)},
+     expand.Plan(replicate=[("conv1", 2), ("ip1", 1)], length=100, p_top=True)),
+    ("examples/mnist/lenet_train_test.prototxt", {"data": (4, 1, 28, 28)},
+     expand.Plan(replicate=[("conv2", 3)], dropin=False, kernel=3, activation="ReLU")),
+    ("examples/cifar10/cifar10_quick_train_test.prototxt", {"data": (4, 3, 32, 32)},
+     expand.Plan(replicate=[("conv2", 2), ("conv3", 1)], length=50, stagger=20, activation="ReLU")),
+    ("examples/cifar10/cifar10_full_train_test.prototxt", {"data": (4, 3, 32, 32)},
+     expand.Plan(replicate=[("conv1", 1), ("conv3", 2)], length=50)),
+    ("models/bvlc_alexnet/train_val.prototxt.gz", {"data": (2, 3, 227, 227)},
+     expand.Plan(replicate=[("conv3", 2), ("conv5", 1)], regularize=[("drop6", 0.5)], length=1000)),
+    ("models/bvlc_reference_caffenet/train_val.prototxt.gz", {"data": (2, 3, 227, 227)},
+     expand.Plan(replicate=[("conv1", 1), ("conv4", 1)], regularize=[("drop7", 0.4)], kernel=3, length=1000)),
+    ("models/bvlc_googlenet/train_val.prototxt.gz", {"data": (2, 3, 224, 224)},
+     expand.Plan(replicate=[("conv2/3x3", 1), ("inception_5b/1x1", 1)], length=1000)),
+    ("examples/siamese/mnist_siamese_train_test.prototxt", {"pair_data": (4, 2, 28, 28)},
+     expand.Plan(replicate=[("conv2", 1), ("conv2_p", 1)], length=100)),
+]
+
+
+@pytest.mark.parametrize("path,data,plan", CASES, ids=["%s-%d" % (c[0].split("/")[-2], i) for i, c in enumerate(CASES)])
+def test_caffe_doc_net_expands_and_runs_in_caffe(path, data, plan):
+    net = prototxt.upgrade_net(prototxt.read(DOC + path))
+    expanded, _ = expand.expand(net, plan, input_shapes=data)
+    text = prototxt.dumps(expanded)
+    assert prototxt.check_with_caffe_pb2(text, "net")
+    for phase in ("TRAIN", "TEST"):
+        found = validate.check_net(expanded, phase, data)  # forward, backward, shapes == Caffe's
+        for name, count in plan.replicate:
+            top = (plan.names.get(name) or ["%s_%d" % (name, count)])[-1]
+            assert found[top] == found[next(l.get("top") for l in expanded.get_all("layer") if l.get("name") == name)]
+    joins = [layer for layer in expanded.get_all("layer") if layer.get("type") == "Python"]
+    expected = sum(count for _, count in plan.replicate) * plan.dropin + len(plan.regularize)
+    assert len(joins) >= expected
+
+
+@pytest.mark.parametrize("preset", sorted(expand.PRESETS))
+def test_presets_run_in_caffe(preset):
+    template, plan = expand.preset_plan(preset)
+    net = prototxt.parse(templates.render_net(template, dummy_data=True, train_batch_size=1, test_batch_size=1))
+    expanded, _ = expand.expand(net, plan)
+    _, rows = shapes.infer(expanded)
+    weights = sum(1 for row in rows if row.type in expand.WEIGHT_TYPES)
+    assert weights == {"lenet-deep": 9, "cifar10-11": 11, "alexnet-13": 13, "vgg16-dropin": 16}[preset]
+    dropins = [c for _, c in expand.rewrite.dropin_configs(expanded)]
+    assert len(dropins) == sum(count for _, count in plan.replicate)
+    for phase in ("TRAIN", "TEST"):
+        validate.check_net(expanded, phase)
+
+
+def test_vgg16_dropin_is_vgg16_once_the_layers_are_in():
+    """The preset's replicas land exactly where VGG-D's extra layers are, with VGG-D's names and shapes."""
+    _, plan = expand.preset_plan("vgg16-dropin")
+    plan.dropin = False
+    vgg11 = prototxt.parse(templates.render_net("vgg11", dummy_data=True))
+    vgg16 = prototxt.parse(templates.render_net("vgg16", dummy_data=True))
+    plain, _ = expand.expand(vgg11, plan)
+
+    def convs(net):
+        return [(r.name, r.tops[0][1], r.params) for r in shapes.infer(net)[1] if r.type == "Convolution"]
+    assert convs(plain) == convs(vgg16)
+
+
+def test_lenet_deep_depth_and_fillers():
+    _, plan = expand.preset_plan("lenet-deep", depth=10)
+    net = prototxt.parse(templates.render_net("lenet", dummy_data=True))
+    expanded, _ = expand.expand(net, plan)
+    weight_layers = [l for l in expanded.get_all("layer") if l.get("type") in expand.WEIGHT_TYPES]
+    assert len(weight_layers) == 14
+    for layer in weight_layers:
+        param = layer.get("convolution_param") or layer.get("inner_product_param")
+        assert param.get("weight_filler") == prototxt.parse('type: "gaussian" std: 0.01')
+    with pytest.raises(ConfigError, match="--depth applies to the lenet-deep preset only"):
+        expand.preset_plan("cifar10-11", depth=3)
+
+
+def test_expand_needs_a_length_for_dropin():
+    net = prototxt.parse(templates.render_net("lenet", dummy_data=True))
+    with pytest.raises(ConfigError, match="--dropin-length L must be an integer >= 1"):
+        expand.expand(net, expand.Plan(replicate=[("conv2", 1)]))
+    expanded, _ = expand.expand(net, expand.Plan(replicate=[("conv2", 1)], dropin=False))
+    assert expand.Plan(replicate=[("conv2", 1)], dropin=False).suffix == "plain"
+
+
+def test_summary_marks_joins_and_totals_both_nets():
+    net = prototxt.parse(templates.render_net("lenet", dummy_data=True))
+    expanded, _ = expand.expand(net, expand.Plan(replicate=[("conv2", 2)], length=10))
+    table = expand.summary(net, expanded).splitlines()
+    assert table[0].split() == ["layer", "type", "output", "(TRAIN)", "params"]
+    rows = {line.split()[0]: line.split() for line in table[1:-1]}
+    assert rows["*conv2_1_dropin"][1:] == ["DropIn", "64x50x8x8", "2"]
+    assert rows["conv2_1"][1:] == ["Convolution", "64x50x8x8", "62,550"]  # 50 * 50 * 5 * 5 + 50
+    assert table[-1] == ("original: 4 weight layers, 431,080 parameters; expanded: 6 weight layers, "
+                         "556,180 parameters, 2 DropIn/Resize layers (*)")
+
+
+def test_a_trained_net_patched_deeper_keeps_its_weights(tmp_path):
+    """`caffe train --weights=ORIGINAL.caffemodel` on the expanded net starts the original layers
+    from the trained model and the replicas from their fillers."""
+    import os
+    import subprocess
+
+    import caffe
+    import numpy as np
+    from dropin_caffe import cli
+
+    net_path, solver_path = str(tmp_path / "lenet.prototxt"), str(tmp_path / "lenet_solver.prototxt")
+    with open(net_path, "w") as f:
+        f.write(templates.render_net("lenet", dummy_data=True, train_batch_size=8, test_batch_size=8))
+    with open(solver_path, "w") as f:
+        f.write(templates.render_solver("lenet", net=net_path, max_iter=5,
+                                        snapshot_prefix=str(tmp_path / "lenet")))
+    environ = dict(os.environ, GLOG_minloglevel="1")
+    subprocess.run(["caffe", "train", "--solver=" + solver_path], check=True, env=environ,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trained = str(tmp_path / "lenet_iter_5.caffemodel")
+    out = str(tmp_path / "out")
+    assert cli.expand_main([net_path, "--replicate", "conv2=2", "--dropin-length", "10", "--solver", solver_path,
+                            "--max-iter", "2", "-o", out, "-q"]) == 0
+    expanded_solver = os.path.join(out, "lenet_solver_dropin.prototxt")
+    done = subprocess.run(["caffe", "train", "--solver=" + expanded_solver, "--weights=" + trained],
+                          env=dict(environ, GLOG_minloglevel="0"), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert os.path.exists(str(tmp_path / "lenet_dropin_iter_2.caffemodel"))  # not the original's prefix
+    original = caffe.Net(net_path, caffe.TEST, weights=trained)
+    patched = caffe.Net(os.path.join(out, "lenet_dropin.prototxt"), caffe.TEST, weights=trained)
+    for name in ("conv1", "conv2", "ip1", "ip2"):
+        for mine, theirs in zip(patched.params[name], original.params[name]):
+            assert np.array_equal(mine.data, theirs.data)
+    fresh = patched.params["conv2_1"][0].data  # xavier over fan-in 50 * 5 * 5: std sqrt(1 / 1250)
+    assert fresh.shape == (50, 50, 5, 5)
+    assert abs(fresh.std() - np.sqrt(1 / 1250)) < 0.05 * np.sqrt(1 / 1250)

@@ -1,0 +1,161 @@
+"""The rewrites on prototxt trees: replicas, their wiring and DropIn joins, regularizing DropIn, stagger."""
+import json
+
+import pytest
+
+from dropin_caffe import prototxt, rewrite, shapes
+from dropin_caffe.errors import ConfigError
+
+NET = """
+name: "small"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 1 dim: 12 dim: 12 } } }
+layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 2 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  param { name: "conv1_w" lr_mult: 1 } param { lr_mult: 2 }
+  convolution_param { num_output: 6 kernel_size: 5 stride: 2 weight_filler { type: "xavier" } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1" inner_product_param { num_output: 8 } }
+layer { name: "drop1" type: "Dropout" bottom: "ip1" top: "ip1" dropout_param { dropout_ratio: 0.5 } }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: 3 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
+layer { name: "accuracy" type: "Accuracy" bottom: "ip2" bottom: "label" top: "accuracy" }
+"""
+
+
+@pytest.fixture
+def net():
+    return prototxt.parse(NET)
+
+
+def layer(net, name):
+    return next(l for l in rewrite.layers(net) if l.get("name") == name)
+
+
+def names(net):
+    return [l.get("name") for l in rewrite.layers(net)]
+
+
+def config(net, name):
+    return json.loads(layer(net, name).get("python_param").get("param_str"))
+
+
+def test_replicas_are_chained_by_dropin_and_consumers_read_the_last_join(net):
+    notices = []
+    rewrite.replicate(net, "conv1", 2, dropin={"length": 100, "iter_size": 2}, notices=notices)
+    assert names(net)[2:10] == ["conv1", "relu1", "conv1_1", "conv1_1_relu", "conv1_1_dropin",
+                                "conv1_2", "conv1_2_relu", "conv1_2_dropin"]
+    assert layer(net, "conv1_1").get_all("bottom") == ["conv1"]
+    assert layer(net, "conv1_1_dropin").get_all("bottom") == ["conv1", "conv1_1"]
+    assert layer(net, "conv1_2").get_all("bottom") == ["conv1_1_dropin"]
+    assert layer(net, "conv1_2_dropin").get_all("bottom") == ["conv1_1_dropin", "conv1_2"]
+    assert layer(net, "pool1").get_all("bottom") == ["conv1_2_dropin"]
+    assert config(net, "conv1_2_dropin") == {"name": "conv1_2_dropin", "length": 100, "iter_size": 2}
+    frozen = layer(net, "conv1_1_dropin").get("param")
+    assert (frozen.get("lr_mult"), frozen.get("decay_mult")) == (0, 0)
+    assert notices == ['replicas of conv1 use stride 1 and "same" padding so that they keep the blob\'s shape']
+    found, _ = shapes.infer(net)
+    assert found["conv1_1"] == found["conv1_2_dropin"] == found["conv1"] == (2, 6, 4, 4)
+
+
+def test_replica_is_a_fresh_shape_preserving_copy(net):
+    rewrite.replicate(net, "conv1", 1, dropin={"length": 10})
+    replica = layer(net, "conv1_1")
+    param = replica.get("convolution_param")
+    assert (param.get("num_output"), param.get("kernel_size"), param.get("pad")) == (6, 5, 2)
+    assert "stride" not in param
+    assert param.get("weight_filler").get("type") == "xavier"
+    assert [spec.get("name") for spec in replica.get_all("param")] == [None, None]  # no weight sharing
+    assert [spec.get("lr_mult") for spec in replica.get_all("param")] == [1, 2]
+    original = layer(net, "conv1").get("convolution_param")
+    assert (original.get("stride"), original.get("pad")) == (2, None)  # the original keeps its name and shape
+
+
+def test_plain_replicas_are_chained_directly(net):
+    rewrite.replicate(net, "conv1", 2, dropin=None)
+    assert "Python" not in [l.get("type") for l in rewrite.layers(net)]
+    assert layer(net, "conv1_2").get_all("bottom") == ["conv1_1"]
+    assert layer(net, "pool1").get_all("bottom") == ["conv1_2"]
+
+
+def test_inner_product_replica_activation_kernel_and_filler_overrides(net):
+    rewrite.replicate(net, "ip2", 1, dropin={"length": 5}, activation="ReLU")
+    assert names(net)[-6:] == ["ip2", "ip2_1", "ip2_1_relu", "ip2_1_dropin", "loss", "accuracy"]
+    assert layer(net, "ip2_1_relu").get("type") == "ReLU"
+    assert layer(net, "loss").get_all("bottom") == ["ip2_1_dropin", "label"]
+    assert layer(net, "accuracy").get_all("bottom") == ["ip2_1_dropin", "label"]
+    other = prototxt.parse(NET)
+    rewrite.replicate(other, "conv1", 1, dropin=None, activation="ReLU", kernel=3, filler=rewrite.gaussian_filler(0.01))
+    param = layer(other, "conv1_1").get("convolution_param")
+    assert (param.get("kernel_size"), param.get("pad")) == (3, 1)
+    assert param.get("weight_filler") == prototxt.parse('type: "gaussian" std: 0.01')
+    assert [l.get("type") for l in rewrite.layers(other)].count("ReLU") == 2  # relu1 copied, none added
+
+
+def test_explicit_names_and_p_top(net):
+    rewrite.replicate(net, "conv1", 1, dropin={"length": 5}, names=["conv1b"], p_top=True)
+    join = layer(net, "conv1b_dropin")
+    assert join.get_all("top") == ["conv1b_dropin", "conv1b_dropin_p"]
+    assert join.get_all("loss_weight") == [0, 0]
+
+
+@pytest.mark.parametrize("name,count,message", [
+    ("data", 1, "--replicate data: Input is a data layer"),
+    ("loss", 1, "--replicate loss: SoftmaxWithLoss is a loss or accuracy layer"),
+    ("accuracy", 1, "--replicate accuracy: Accuracy is a loss or accuracy layer"),
+    ("conv1", 0, "--replicate conv1=0: the number of replicas must be an integer >= 1"),
+    ("conv11", 1, "--replicate: no layer named 'conv11' in the net; did you mean conv1"),
+    ("pool1", 1, "a Pooling layer maps (2, 6, 4, 4) to (2, 6, 2, 2), so a replica of it cannot take its own output"),
+])
+def test_replicate_errors(net, name, count, message):
+    found, _ = shapes.infer(net)
+    with pytest.raises(ConfigError) as error:
+        rewrite.replicate(net, name, count, dropin={"length": 5}, shapes=found)
+    assert message in str(error.value)
+
+
+def test_replicate_refuses_an_even_kernel_and_a_taken_name(net):
+    with pytest.raises(ConfigError, match=r"even or missing kernel size \(\[4, 4\]\).*--replica-kernel 3"):
+        rewrite.replicate(net, "conv1", 1, kernel=4)
+    with pytest.raises(ConfigError, match="the new name 'pool1' is already used"):
+        rewrite.replicate(prototxt.parse(NET), "conv1", 1, names=["pool1"])
+
+
+def test_an_in_place_element_wise_layer_may_be_replicated(net):
+    found, _ = shapes.infer(net)
+    rewrite.replicate(net, "relu1", 1, dropin={"length": 3}, shapes=found)
+    assert layer(net, "relu1_1").get_all("bottom") == ["conv1"]
+
+
+def test_regularize_flattens_and_resizes_prev_and_rewires(net):
+    notices = []
+    rewrite.regularize(net, "drop1", 0.7, shapes.infer(net)[0], iter_size=3, notices=notices)
+    assert "drop1" not in names(net)
+    assert names(net)[names(net).index("ip1") + 1:names(net).index("ip2")] == [
+        "pool1_flat", "pool1_flat_resized", "drop1_dropin"]
+    assert layer(net, "pool1_flat_resized").get("python_param").get("param_str") == \
+        '{"name": "pool1_flat_resized", "channels": 8}'
+    join = layer(net, "drop1_dropin")
+    assert join.get_all("bottom") == ["pool1_flat_resized", "ip1"]
+    assert config(net, "drop1_dropin") == {"name": "drop1_dropin", "mode": "regularize", "p_new": 0.7, "iter_size": 3}
+    assert layer(net, "ip2").get_all("bottom") == ["drop1_dropin"]
+    assert "resized to (2, 8)" in notices[0]
+    assert shapes.infer(net)[0]["drop1_dropin"] == (2, 8)
+
+
+def test_regularize_errors(net):
+    found = shapes.infer(net)[0]
+    with pytest.raises(ConfigError, match="needs a Dropout layer, ip1 is a InnerProduct layer"):
+        rewrite.regularize(net, "ip1", 0.5, found)
+    with pytest.raises(ConfigError, match=r"P, the probability a unit comes from new, must lie in \(0, 1\]"):
+        rewrite.regularize(net, "drop1", 1.5, found)
+    with pytest.raises(ConfigError, match="no layer named 'drop2' in the net; did you mean drop1"):
+        rewrite.regularize(net, "drop2", 0.5, found)
+
+
+def test_stagger_sets_each_gradual_join_to_start_in_turn(net):
+    rewrite.replicate(net, "conv1", 3, dropin={"length": 10})
+    rewrite.regularize(net, "drop1", 0.5, shapes.infer(net)[0])
+    rewrite.stagger(net, 40)
+    starts = [c.get("start") for _, c in rewrite.dropin_configs(net)]
+    assert starts == [0, 40, 80, None]  # the regularizing DropIn has no schedule
