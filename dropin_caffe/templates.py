@@ -69,7 +69,8 @@ def _vgg(config, name):
 
 
 NETS = {
-    "lenet": NetTemplate("lenet.prototxt.j2", _data([1, 28, 28], *_MNIST, 64, 100, scale=0.00390625),
+    "lenet": NetTemplate("lenet.prototxt.j2", dict(_data([1, 28, 28], *_MNIST, 64, 100, scale=0.00390625),
+                                                   dropout_ratio=None),
                          "lenet_solver.prototxt.j2", _solver("lenet", 10000)),
     "cifar10_quick": NetTemplate("cifar10_quick.prototxt.j2", _data([3, 32, 32], *_CIFAR10, 100, 100, mean_file=_CIFAR10_MEAN),
                                  "cifar10_quick_solver.prototxt.j2", _solver("cifar10_quick", 4000)),
@@ -115,6 +116,7 @@ RULES = {
     "config": ('a list of conv widths (integers >= 1) and "M" (2x2 max pool), such as [64, "M", 128, "M"]',
                _is_vgg_config),
     "weight_filler": params.choice("gaussian", "xavier"),
+    "dropout_ratio": _optional(("a number with 0 < value < 1", lambda value: _is_number(value) and 0 < value < 1)),
     "net": params.text(),
     "snapshot_prefix": params.text(),
     "max_iter": params.integer(1),

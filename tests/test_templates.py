@@ -264,7 +264,7 @@ def test_unknown_variable_lists_the_templates_variables():
         templates.render_net("lenet", batch_size=32)
     message = str(error.value)
     assert message.startswith('template "lenet" has no variable "batch_size" (did you mean "')
-    assert message.endswith("its variables: backend, crop_size, dummy_data, image_shape, mean_file, mean_value, mirror, "
+    assert message.endswith("its variables: backend, crop_size, dropout_ratio, dummy_data, image_shape, mean_file, mean_value, mirror, "
                             "scale, test_batch_size, test_source, train_batch_size, train_source")
     with pytest.raises(ConfigError, match=r'^template "lenet" has no variable "config"; its variables: '):
         templates.render_net("lenet", config=[64, "M"])
