@@ -33,6 +33,8 @@ import caffe  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dropin_caffe import kernels  # noqa: E402
+import report  # noqa: E402
+from report import record  # noqa: E402
 
 SHAPES = [("LeNet", (64, 50, 8, 8)), ("CIFAR", (100, 32, 32, 32)), ("fc", (256, 4096))]
 RESIZE_SHAPE, RESIZE_TO = (64, 50, 8, 8), 16
@@ -130,11 +132,6 @@ def sequence_ms(parts, budget):
     return [(name, 1e3 * float(ms)) for (name, _), ms in zip(parts, np.median(times, axis=0))]
 
 
-def record(case, ours, ours_ms, baseline, baseline_ms):
-    return {"case": case, "ours": ours, "ours_ms": round(ours_ms, 4), "baseline": baseline,
-            "baseline_ms": round(baseline_ms, 4), "ratio": round(ours_ms / baseline_ms, 3)}
-
-
 def bench_dropin(folder, label, shape, budget, data):
     prev, new, top_diff = (data.standard_normal(shape).astype(np.float32) for _ in range(3))
     ours = OneLayerNet(folder, "dropin", dropin_net(shape), {"prev": prev, "new": new}, top_diff)
@@ -176,31 +173,6 @@ def target_of(entry):
     return TARGETS["copy" if baseline == "np.copyto" else "deconv" if baseline == "Deconvolution" else "dropout"]
 
 
-def table(records):
-    rows = [("case", "ours ms", "baseline", "baseline ms", "ratio", "target", "")]
-    for entry in records:
-        target = target_of(entry)
-        rows.append((entry["case"], "%.3f" % entry["ours_ms"], entry["baseline"], "%.3f" % entry["baseline_ms"],
-                     "%.2f" % entry["ratio"], "<= %g" % target, "met" if entry["ratio"] <= target else "MISSED"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) if i in (0, 2, 6) else cell.rjust(width)
-                               for i, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows)
-
-
-def write_json(path, records):
-    """Write the records atomically: a temporary file in the same folder, then os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".bench_layers.", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(records, stream, indent=1)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", metavar="PATH", help="also write the records to PATH as JSON")
@@ -217,14 +189,14 @@ def main(argv):
             splits.append(split)
         resize, agree = bench_resize(folder, RESIZE_SHAPE, RESIZE_TO, args.budget, data)
         records.append(resize)
-    print(table(records))
+    print(report.table(records, [target_of(entry) for entry in records]))
     print("\nWhere DropIn's time goes (ms): our numpy kernels run in sequence; the layer call is the net's"
           "\ntime minus theirs (Caffe and pycaffe overhead; near or below 0 means lost in the noise):")
     for name, copy_ms, split in splits:
         print("  %-22s %s   (copy %.3f)" % (name, "  ".join("%s %.3f" % part for part in split), copy_ms))
     print("\nResize and Deconvolution outputs away from the border: max |difference| %.2g" % agree)
     if args.json:
-        write_json(args.json, records)
+        report.write_json(args.json, records)
         print("records written to %s" % args.json)
     return 0
 

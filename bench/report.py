@@ -1,0 +1,38 @@
+"""What every benchmark prints and writes: a table of comparisons and their JSON records.
+
+A record is {"case", "ours", "ours_ms", "baseline", "baseline_ms", "ratio"}, ratio = ours_ms /
+baseline_ms; a target is the ratio a case must not exceed (None: no target, shown for context).
+"""
+import json
+import os
+import tempfile
+
+
+def record(case, ours, ours_ms, baseline, baseline_ms):
+    return {"case": case, "ours": ours, "ours_ms": round(ours_ms, 4), "baseline": baseline,
+            "baseline_ms": round(baseline_ms, 4), "ratio": round(ours_ms / baseline_ms, 3)}
+
+
+def table(records, targets):
+    rows = [("case", "ours ms", "baseline", "baseline ms", "ratio", "target", "")]
+    for entry, target in zip(records, targets):
+        verdict = "" if target is None else "met" if entry["ratio"] <= target else "MISSED"
+        rows.append((entry["case"], "%.3f" % entry["ours_ms"], entry["baseline"], "%.3f" % entry["baseline_ms"],
+                     "%.2f" % entry["ratio"], "" if target is None else "<= %g" % target, verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) if i in (0, 2, 6) else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows)
+
+
+def write_json(path, records):
+    """Write the records atomically: a temporary file in the same folder, then os.replace."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".bench.", suffix=".json")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(records, stream, indent=1)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
