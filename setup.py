@@ -1,7 +1,10 @@
 """Install dropin_caffe (Python >= 3.9: the embedded Caffe's Python is 3.9).
 
 pycaffe is not on PyPI: use the machine's own Caffe or tools/caffe-env (see README.md).
+The stock net templates install under <prefix>/share/dropin-caffe/.
 """
+import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -13,6 +16,9 @@ setup(
     packages=find_packages(include=["dropin_caffe", "dropin_caffe.*"]),
     python_requires=">=3.9",
     install_requires=["numpy", "protobuf", "jinja2", "matplotlib"],
+    data_files=[("share/dropin-caffe/prototxt_templates", glob.glob("prototxt_templates/*.j2")),
+                ("share/dropin-caffe/solvers", glob.glob("solvers/*.j2"))],
     scripts=["tools/caffe-env"],
+    entry_points={"console_scripts": ["expand_net = dropin_caffe.cli:expand_main"]},
     license="BSD-2-Clause",
 )

@@ -26,12 +26,16 @@ import json
 import numbers
 import os
 import re
+import sys
 
 from . import params
 from .errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEMPLATE_DIRS = (os.path.join(REPO, "prototxt_templates"), os.path.join(REPO, "solvers"))
+# From a checkout, the repo's folders; from an installed package, where setup.py put them.
+_ROOT = REPO if os.path.isdir(os.path.join(REPO, "prototxt_templates")) else \
+    os.path.join(sys.prefix, "share", "dropin-caffe")
+TEMPLATE_DIRS = (os.path.join(_ROOT, "prototxt_templates"), os.path.join(_ROOT, "solvers"))
 
 NetTemplate = collections.namedtuple("NetTemplate", "net defaults solver solver_defaults")
 NetTemplate.__doc__ = "A built-in net: its template file and variables, its solver template and variables."
