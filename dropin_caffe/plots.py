@@ -1,7 +1,26 @@
-"""Plots drawn on an Axes the caller gives (the CLIs save files; tests use the Agg backend)."""
+"""Plots drawn on an Axes the caller gives (the CLIs save files; tests use the Agg backend).
+
+- `plot_schedule`: the gradual DropIn schedule p(t) itself.
+- Experiment plots from Caffe logs (`logs.Log`): `plot_accuracy`, `plot_loss`, `plot_final_bars`
+  and the table `markdown_summary`. They take `runs`, an ordered mapping
+  {configuration label: [Log, one per seed]}; its order gives colours, legend and bar order.
+  Over seeds they show the mean and the min-max range (no error model: seeds are few). The
+  plots take `colours`, an optional {configuration: colour}, so that several figures agree;
+  by default configuration i gets matplotlib's "Ci".
+- `plot_log_main`: the `tools/plot_log.py` command line, for any Caffe logs.
+
+Importing this module does not import matplotlib; the command line picks the Agg backend.
+"""
+import argparse
+import math
+import os
+import sys
+
 import numpy as np
 
 from . import kernels
+from .errors import ConfigError, DropInCaffeError
+from .logs import read_log, rows_for, write_csv
 
 
 def plot_schedule(ax, length, starts=(0,), iterations=None, measured_units=0, seed=0):
@@ -27,3 +46,345 @@ def plot_schedule(ax, length, starts=(0,), iterations=None, measured_units=0, se
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return ax
+
+
+# Experiment plots: `runs` = {configuration label: [logs.Log per seed]} (see the module docstring).
+# A configuration whose logs have no test outputs is left out of the accuracy plots.
+
+LOWER_IS_BETTER = ("loss", "error")
+
+
+def _palette(runs, colours):
+    """{configuration: colour}: from `colours` where given, else matplotlib's cycle C0..C9 by position."""
+    colours = colours or {}
+    return {name: colours.get(name, "C%d" % (index % 10)) for index, name in enumerate(runs)}
+
+
+def _seeds_label(configuration, logs):
+    return configuration if len(logs) == 1 else "%s (%d seeds)" % (configuration, len(logs))
+
+
+def main_test_output(logs):
+    """(test net, name) to plot for these logs: "accuracy" if any test net has it, else the first
+    output whose name contains "acc", else the first test output that is not a DropIn p; or None."""
+    keys = []
+    for log in logs:
+        dropins = set(log.dropin_names)
+        keys.extend(key for key in log.test_outputs() if key[1] not in dropins and key not in keys)
+    keys.sort(key=lambda key: key[0])
+    for rule in (lambda name: name == "accuracy", lambda name: "acc" in name.lower(), lambda name: True):
+        for key in keys:
+            if rule(key[1]):
+                return key
+    return None
+
+
+def _output_key(output, logs):
+    """`output` as (net, name): None picks main_test_output, "test1/top5" is net 1, "top5" net 0."""
+    if output is None:
+        return main_test_output(logs)
+    if isinstance(output, tuple):
+        return output
+    head, sep, name = output.partition("/")
+    if sep and head.startswith("test") and head[4:].isdigit():
+        return int(head[4:]), name
+    return 0, output
+
+
+def _band(series_list):
+    """(iterations, mean, min, max) over the series ({iteration: value}), finite values only."""
+    values = {}
+    for series in series_list:
+        for iteration, value in series.items():
+            if math.isfinite(value):
+                values.setdefault(iteration, []).append(value)
+    iterations = np.array(sorted(values), dtype=float)
+    stacked = [values[int(i)] for i in iterations]
+    return (iterations, np.array([np.mean(v) for v in stacked]), np.array([min(v) for v in stacked]),
+            np.array([max(v) for v in stacked]))
+
+
+def _draw_band(ax, series_list, colour, label, linestyle="-", band=True):
+    iterations, mean, low, high = _band(series_list)
+    if not len(iterations):
+        return None
+    marker = "o" if len(iterations) <= 40 and linestyle == "-" else None  # sparse tests: show the points
+    line, = ax.plot(iterations, mean, linestyle, color=colour, label=label, marker=marker, markersize=3,
+                    linewidth=1.6 if linestyle == "-" else 1.2)
+    if band and len([s for s in series_list if s]) > 1:
+        ax.fill_between(iterations, low, high, color=colour, alpha=0.2, linewidth=0)
+    return line
+
+
+def _iteration_axis(ax):
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _test_series(logs, key):
+    return [log.test_outputs().get(key, {}) for log in logs]
+
+
+def plot_accuracy(ax, runs, output=None, show_p=True, colours=None):
+    """Test accuracy (or `output`, e.g. "test1/accuracy") vs iteration: per configuration its mean
+    over seeds and a min-max band, and, dashed on a twin axis, the p(t) its DropIn layers logged.
+
+    Returns the twin Axes holding p(t) (and the legend), or None when no configuration logged a
+    DropIn p (the legend is then on `ax`).
+    """
+    names, handles, p_series = set(), [], []
+    palette = _palette(runs, colours)
+    for configuration, logs in runs.items():
+        key = _output_key(output, logs)
+        if key is not None:
+            line = _draw_band(ax, _test_series(logs, key), palette[configuration],
+                              _seeds_label(configuration, logs))
+            if line is not None:
+                names.add(key[1])
+                handles.append(line)
+        if show_p:
+            tables = [log.dropin_p() for log in logs]
+            for name in dict.fromkeys(name for table in tables for name in table):
+                p_series.append((palette[configuration], [table.get(name, {}) for table in tables]))
+    if not handles:
+        raise ConfigError("no test output %sin any log of %s; plot the train loss instead (plot_loss)"
+                          % ("%r " % output if output else "", ", ".join(runs) or "no configuration"))
+    _iteration_axis(ax)
+    ax.set_ylabel("test %s" % names.pop() if len(names) == 1 else "test output")
+    ax.grid(alpha=0.3)
+    twin = None
+    if p_series:
+        from matplotlib.lines import Line2D
+
+        twin = ax.twinx()
+        for colour, series in p_series:
+            _draw_band(twin, series, colour, None, linestyle="--", band=False)
+        twin.set_ylim(-0.03, 1.03)
+        twin.set_ylabel("DropIn p(t), dashed")
+        handles.append(Line2D([], [], color="grey", linestyle="--", label="DropIn p(t), right axis"))
+    (twin or ax).legend(handles=handles, loc="lower right", fontsize="small")  # the twin is drawn on top
+    return twin
+
+
+def plot_loss(ax, runs, colours=None):
+    """The solver's train loss vs iteration on a log scale: per configuration the mean over seeds
+    and a min-max band (values <= 0 or not finite are left out)."""
+    drawn, palette = [], _palette(runs, colours)
+    for configuration, logs in runs.items():
+        series = [{i: v for i, v in log.train_loss.items() if v > 0} for log in logs]
+        if _draw_band(ax, series, palette[configuration], _seeds_label(configuration, logs)) is not None:
+            drawn.extend(v for one in series for v in one.values())
+    if not drawn:
+        raise ConfigError("no positive train loss in any log of %s; check that they are caffe train logs"
+                          % (", ".join(runs) or "no configuration"))
+    ax.set_yscale("log")
+    if max(drawn) < 10 * min(drawn):  # under a decade: label the ticks 1.5, 2, not 2x10^0
+        from matplotlib.ticker import FormatStrFormatter
+
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    _iteration_axis(ax)
+    ax.set_ylabel("train loss (solver's smoothed loss)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper right", fontsize="small")
+    return ax
+
+
+def _finals(logs, key):
+    """The last logged test value of each log that has one."""
+    finals = []
+    for series in _test_series(logs, key):
+        finite = {i: v for i, v in series.items() if math.isfinite(v)}
+        if finite:
+            finals.append(finite[max(finite)])
+    return finals
+
+
+def _bests(logs, key):
+    lower = any(word in key[1].lower() for word in LOWER_IS_BETTER)
+    bests = []
+    for series in _test_series(logs, key):
+        finite = [v for v in series.values() if math.isfinite(v)]
+        if finite:
+            bests.append(min(finite) if lower else max(finite))
+    return bests
+
+
+def plot_final_bars(ax, runs, output=None, colours=None):
+    """Final test accuracy (or `output`) per configuration: a bar at the mean over seeds, a
+    min-max error bar and a dot per seed."""
+    labels, names, palette = [], set(), _palette(runs, colours)
+    for configuration, logs in runs.items():
+        key = _output_key(output, logs)
+        finals = _finals(logs, key) if key else []
+        if not finals:
+            continue
+        names.add(key[1])
+        x, mean = len(labels), float(np.mean(finals))
+        ax.bar(x, mean, width=0.6, color=palette[configuration], alpha=0.75)
+        ax.errorbar([x], [mean], yerr=[[mean - min(finals)], [max(finals) - mean]], fmt="none",
+                    ecolor="black", capsize=5, linewidth=1)
+        ax.scatter(x + np.linspace(-0.15, 0.15, len(finals)) if len(finals) > 1 else [x], finals,
+                   color="black", s=14, zorder=3)
+        ax.annotate("%.4g" % mean, (x, max(finals)), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize="small")
+        labels.append("%s\n(%d seeds)" % (configuration, len(finals)) if len(finals) > 1 else configuration)
+    if not labels:
+        raise ConfigError("no test output %sin any log of %s; nothing to compare"
+                          % ("%r " % output if output else "", ", ".join(runs) or "no configuration"))
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels)
+    ax.set_ylabel("final test %s" % names.pop() if len(names) == 1 else "final test output")
+    ax.margins(y=0.12)
+    ax.grid(alpha=0.3, axis="y")
+    return ax
+
+
+def _spread(values):
+    if not values:
+        return "—"
+    return "%s [%s, %s]" % (_number(np.mean(values)), _number(min(values)), _number(max(values)))
+
+
+def _number(value):
+    return "%.4f" % value if abs(value) < 10 else "%.1f" % value
+
+
+def markdown_summary(runs, output=None):
+    """A Markdown table: per configuration the seeds, the final and the best test accuracy (or
+    `output`) as mean [min, max] over seeds, the last iteration and the iterations/second."""
+    keys = {configuration: _output_key(output, logs) for configuration, logs in runs.items()}
+    names = {key[1] for key in keys.values() if key}
+    name = names.pop() if len(names) == 1 else "test output"
+    lines = ["| configuration | seeds | final %s: mean [min, max] | best %s: mean [min, max] "
+             "| last iteration | iterations/s |" % (name, name),
+             "|---|---:|---|---|---:|---:|"]
+    for configuration, logs in runs.items():
+        key = keys[configuration]
+        unfinished = sum(not log.finished for log in logs)
+        seeds = "%d" % len(logs) + (" (%d unfinished)" % unfinished if unfinished else "")
+        lasts = sorted({log.last_iteration for log in logs if log.last_iteration is not None})
+        last = "—" if not lasts else "%d" % lasts[0] if len(lasts) == 1 else "%d–%d" % (lasts[0], lasts[-1])
+        speeds = [log.iterations_per_second for log in logs if log.iterations_per_second]
+        speed = "—" if not speeds else "%.3g" % np.mean(speeds) if np.mean(speeds) < 100 else "%.0f" % np.mean(speeds)
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (
+            configuration.replace("|", "\\|"), seeds, _spread(_finals(logs, key) if key else []),
+            _spread(_bests(logs, key) if key else []), last, speed))
+    return "\n".join(lines) + "\n"
+
+
+# tools/plot_log.py
+
+FIGURE_EXTENSIONS = (".png", ".svg")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (and an exception the main turns into exit code 2)."""
+
+    def error(self, message):
+        raise ConfigError("%s (see --help)" % message)
+
+
+def plot_log_parser():
+    parser = _Parser(prog="plot_log.py", allow_abbrev=False,
+                     description="Plot Caffe training logs (any caffe train output, ours or not): one curve "
+                                 "per log, its test accuracy (else its first test output, else its train loss), "
+                                 "with DropIn p(t) dashed on a second axis when the log has it.")
+    parser.add_argument("logs", nargs="+", metavar="LOG", help="caffe train logs (glog text, or .gz)")
+    parser.add_argument("-o", "--output", required=True, metavar="PLOT", help="the figure, .png or .svg")
+    parser.add_argument("--csv", metavar="TABLE", help="also write what was parsed as CSV")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    return parser
+
+
+def log_labels(paths):
+    """Short unique labels: file names, with as many parent directories as it takes to tell them apart."""
+    parts = [os.path.normpath(path).split(os.sep) for path in paths]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return list(paths)
+
+
+def save_figure(figure, path, dpi=110):
+    """Save atomically: a reader never sees half a file, and a failure leaves no partial file."""
+    root, ext = os.path.splitext(path)
+    partial = "%s.partial-%d%s" % (root, os.getpid(), ext)
+    try:
+        figure.savefig(partial, dpi=dpi)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _check_output(path, force, what, extensions=None):
+    if extensions and os.path.splitext(path)[1].lower() not in extensions:
+        raise ConfigError("%s must end in %s, got %s" % (what, " or ".join(extensions), path))
+    if os.path.isdir(path):
+        raise ConfigError("%s %s is a directory; give a file name" % (what, path))
+    if os.path.exists(path) and not force:
+        raise ConfigError("%s %s exists; pass --force to overwrite it" % (what, path))
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError("%s %s: the directory %s does not exist" % (what, path, parent))
+
+
+def plot_log_main(argv=None, out=sys.stdout, err=sys.stderr):
+    """tools/plot_log.py LOG... -o PLOT.png [--csv TABLE.csv] [--force]; exit code 2 on any error."""
+    target = None
+    try:
+        args = plot_log_parser().parse_args(argv)
+        _check_output(args.output, args.force, "-o", FIGURE_EXTENSIONS)
+        if args.csv:
+            _check_output(args.csv, args.force, "--csv")
+            if os.path.abspath(args.csv) == os.path.abspath(args.output):
+                raise ConfigError("--csv and -o are both %s; give two files" % args.csv)
+        twice = sorted({path for path in args.logs if args.logs.count(path) > 1})
+        if twice:
+            raise ConfigError("log %s is given more than once; give each log once" % twice[0])
+        parsed = [read_log(path) for path in args.logs]
+        runs = dict(zip(log_labels(args.logs), ([log] for log in parsed)))
+
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        tested = {label: group for label, group in runs.items() if main_test_output(group)}
+        untested = {label: group for label, group in runs.items() if label not in tested}
+        panels = [kind for kind, group in (("test", tested), ("loss", untested)) if group]
+        figure, axes = plt.subplots(len(panels), 1, figsize=(8, 4.2 * len(panels)), squeeze=False)
+        try:
+            colours = _palette(runs, None)  # a log keeps its colour in both panels
+            for ax, kind in zip(axes[:, 0], panels):
+                if kind == "test":
+                    plot_accuracy(ax, tested, colours=colours)
+                else:
+                    plot_loss(ax, untested, colours=colours)
+                    ax.set_title("logs without a test phase", fontsize="medium")
+            figure.tight_layout()
+            target = args.output
+            save_figure(figure, args.output)
+        finally:
+            plt.close(figure)
+        if args.csv:
+            rows = [row for label, log in zip(runs, parsed) for row in rows_for(log, label, label, None)]
+            target = args.csv
+            write_csv(rows, args.csv)
+    except DropInCaffeError as error:
+        print("plot_log.py: %s" % error, file=err)
+        return 2
+    except OSError as error:
+        if target is None:
+            raise
+        print("plot_log.py: cannot write %s (%s); check the directory" % (target, error.strerror or error), file=err)
+        return 2
+    except SystemExit as done:  # --help
+        return done.code or 0
+    print(args.output, file=out)
+    if args.csv:
+        print(args.csv, file=out)
+    return 0
