@@ -303,3 +303,63 @@ def expand_main(argv=None, out=sys.stdout, err=sys.stderr):
         return 2
     except SystemExit as done:  # --help
         return done.code or 0
+
+
+def run_experiments_parser():
+    from . import experiments
+    listing = "\n".join("  %-16s %s" % (name, e.description) for name, e in experiments.BUILTIN.items())
+    parser = _Parser(prog="run_experiments.py", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description="Train an experiment's configurations x seeds with the real `caffe train`, "
+                                 "then write results.csv, plots and summary.md.",
+                     epilog="built-in experiments:\n%s\nor a JSON file: see dropin_caffe/experiments.py" % listing)
+    parser.add_argument("experiment", help="a built-in experiment or a JSON file")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="run these seeds instead")
+    parser.add_argument("--iterations", type=int, metavar="N", help="train each run for N iterations instead")
+    parser.add_argument("--dataset", choices=["mnist", "fashion_mnist", "cifar10"], help="use this dataset instead")
+    parser.add_argument("--source", metavar="PATH", help="your own data: MNIST IDX files or CIFAR-10 batches "
+                        "(a directory or archive); default: the embedded MNIST / Fashion-MNIST")
+    parser.add_argument("-o", "--output-dir", metavar="DIR", help="default: out/EXPERIMENT")
+    parser.add_argument("--data-dir", metavar="DIR", default=os.path.join("out", "data"),
+                        help="where the LMDBs are made and reused (default out/data)")
+    parser.add_argument("--jobs", type=int, default=2, metavar="N", help="runs at once (default 2, one core each)")
+    parser.add_argument("--report-only", action="store_true", help="only parse the finished runs and plot")
+    return parser
+
+
+def run_experiments_main(argv=None, out=sys.stdout, err=sys.stderr):
+    from . import experiments
+    try:
+        args = run_experiments_parser().parse_args(argv)
+        experiment = experiments.load(args.experiment)
+        if args.seeds:
+            experiment.seeds = args.seeds
+        if args.iterations is not None:
+            if args.iterations < 1:
+                raise ConfigError("--iterations must be >= 1, got %d" % args.iterations)
+            experiment.iterations = args.iterations
+            experiment.test_interval = min(experiment.test_interval, args.iterations)
+        if args.dataset:
+            experiment.dataset = args.dataset
+        if args.jobs < 1:
+            raise ConfigError("--jobs must be >= 1, got %d" % args.jobs)
+        out_dir = args.output_dir or os.path.join("out", experiments.slug(experiment.name))
+        if args.report_only:
+            runs, failed = experiments.plan_runs(experiment, out_dir), []
+        else:
+            runs, failed = experiments.run_experiment(experiment, out_dir, args.data_dir, args.source, args.jobs, err)
+        summary, picture = experiments.report(experiment, runs, out_dir)
+    except DropInCaffeError as error:
+        print("run_experiments.py: %s" % error, file=err)
+        return 2
+    except SystemExit as done:  # --help
+        return done.code or 0
+    except KeyboardInterrupt:
+        print("\nrun_experiments.py: stopped; finished runs are kept, run the same command to go on", file=err)
+        return 130
+    print(summary, file=out)
+    print("\nplot: %s (and .svg); table: %s; every value: %s" % (
+        picture, os.path.join(out_dir, "summary.md"), os.path.join(out_dir, "results.csv")), file=out)
+    if failed:
+        print("%d runs failed (see above); rerun the command to retry them" % len(failed), file=err)
+        return 1
+    return 0

@@ -1,0 +1,10 @@
+#!/usr/bin/env python3
+"""Train an experiment's configurations x seeds with `caffe train`, then plot; see --help."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dropin_caffe.cli import run_experiments_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(run_experiments_main(sys.argv[1:]))
