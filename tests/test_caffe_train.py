@@ -17,7 +17,7 @@ import subprocess
 import caffe
 import pytest
 
-from conftest import input_layer, python_layer
+from conftest import TINY_LAYERS, input_layer, python_layer
 from dropin_caffe.errors import ConfigError
 
 LENGTH = 40
@@ -25,16 +25,7 @@ MAX_ITER = 20
 TEST_INTERVAL = 5
 FREEZE_FIX = "lr_mult: 0 decay_mult: 0"
 
-DATA_AND_LAYERS = """\
-name: "dropin_tiny"
-layer { name: "data" type: "DummyData" top: "data" top: "label"
-  dummy_data_param { shape { dim: 8 dim: 1 dim: 6 dim: 6 } shape { dim: 8 }
-                     data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 2 } } }
-layer { name: "prev" type: "InnerProduct" bottom: "data" top: "prev"
-  inner_product_param { num_output: 4 weight_filler { type: "xavier" } } }
-layer { name: "new" type: "InnerProduct" bottom: "prev" top: "new"
-  inner_product_param { num_output: 4 weight_filler { type: "xavier" } } }
-"""
+DATA_AND_LAYERS = 'name: "dropin_tiny"\n' + TINY_LAYERS
 LOSS = 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "joined" bottom: "label" top: "loss" }\n'
 
 

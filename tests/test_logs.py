@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import python_layer
+from conftest import TINY_LAYERS, python_layer
 from dropin_caffe.errors import ConfigError
 from dropin_caffe.logs import (FIXED_COLUMNS, csv_columns, is_dropin_p, parse_log, read_log, rows_for,
                                write_csv)
@@ -63,15 +63,7 @@ def known_net(path, label, test_dropin):
     return path
 
 
-RANDOM_NET = """\
-name: "random"
-layer { name: "data" type: "DummyData" top: "data" top: "label"
-  dummy_data_param { shape { dim: 8 dim: 1 dim: 6 dim: 6 } shape { dim: 8 }
-                     data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 2 } } }
-layer { name: "prev" type: "InnerProduct" bottom: "data" top: "prev"
-  inner_product_param { num_output: 4 weight_filler { type: "xavier" } } }
-layer { name: "new" type: "InnerProduct" bottom: "prev" top: "new"
-  inner_product_param { num_output: 4 weight_filler { type: "xavier" } } }
+RANDOM_NET = 'name: "random"\n' + TINY_LAYERS + """\
 %s
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "joined" bottom: "label" top: "loss" }
 layer { name: "accuracy" type: "Accuracy" bottom: "joined" bottom: "label" top: "accuracy"
