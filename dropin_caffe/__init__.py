@@ -14,6 +14,12 @@ _EXPORTS = {
     "blend_forward": "kernels", "blend_backward": "kernels",
     "resize_forward": "kernels", "resize_backward": "kernels", "interp_matrix": "kernels",
     "DropInCaffeError": "errors", "ConfigError": "errors", "CaffeEnvError": "errors",
+    "Message": "prototxt", "Enum": "prototxt", "parse": "prototxt", "dumps": "prototxt",
+    "read": "prototxt", "write": "prototxt", "upgrade_net": "prototxt",
+    "infer": "shapes", "check_net": "validate",
+    "Plan": "expand", "preset_plan": "expand", "summary": "expand",
+    "render_net": "templates", "render_solver": "templates",
+    "parse_log": "logs", "read_log": "logs", "prepare": "datasets",
 }
 __all__ = sorted(_EXPORTS)
 
