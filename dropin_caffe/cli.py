@@ -291,7 +291,8 @@ def _save(figure, path):
             os.remove(partial)
 
 
-def expand_main(argv=None, out=sys.stdout, err=sys.stderr):
+def expand_main(argv=None, out=None, err=None):
+    out, err = out or sys.stdout, err or sys.stderr
     os.environ.setdefault("GLOG_minloglevel", "2")  # read when caffe loads: keep its log off the screen
     try:
         args = expand_parser().parse_args(argv)
@@ -326,8 +327,9 @@ def run_experiments_parser():
     return parser
 
 
-def run_experiments_main(argv=None, out=sys.stdout, err=sys.stderr):
+def run_experiments_main(argv=None, out=None, err=None):
     from . import experiments
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         args = run_experiments_parser().parse_args(argv)
         experiment = experiments.load(args.experiment)

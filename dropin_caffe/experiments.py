@@ -255,7 +255,16 @@ def train(run, solver_path, progress, iterations, threads=None):
         with open(run.done, "w") as f:
             json.dump({"seconds": round(time.time() - started, 1), "iterations": iterations}, f)
     progress.finish(label, iterations, "done in %.0f s" % (time.time() - started) if ok else "FAILED")
-    return ok, text.splitlines()[-12:]
+    return ok, _why(text.splitlines())
+
+
+REASON = re.compile(r"^[FE]\d{4} |Error|error:|Check failed|dropin_caffe: |terminate called")
+
+
+def _why(lines):
+    """The lines of a failed run's log that say why: from the first error on, else the last ones."""
+    first = next((i for i, line in enumerate(lines) if REASON.search(line)), max(0, len(lines) - 12))
+    return lines[first:first + 12]
 
 
 def _last_iteration(path, previous):

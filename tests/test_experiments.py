@@ -1,0 +1,123 @@
+"""The experiment runner end to end on a short real experiment: caffe train, logs, CSV, plots."""
+import csv
+import json
+import os
+
+import pytest
+
+from dropin_caffe import cli, experiments
+from dropin_caffe.errors import ConfigError
+
+SHORT = {"name": "short", "dataset": "mnist", "train_count": 200, "test_count": 100,
+         "iterations": 30, "test_interval": 10, "seeds": [1, 2],
+         "configurations": {"LeNet": ["--template", "lenet", "--set", "train_batch_size=16"],
+                            "LeNet-deep DropIn": ["--preset", "lenet-deep", "--depth", "2", "--dropin-length", "20",
+                                                  "--p-top", "--set", "train_batch_size=16"]}}
+
+
+@pytest.fixture
+def short(tmp_path):
+    path = tmp_path / "short.json"
+    path.write_text(json.dumps(SHORT))
+    return str(path)
+
+
+def run(argv, capsys):
+    code = cli.run_experiments_main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_short_experiment_trains_parses_and_plots(tmp_path, short, capsys):
+    out_dir, data_dir = str(tmp_path / "out"), str(tmp_path / "data")
+    code, out, err = run([short, "-o", out_dir, "--data-dir", data_dir], capsys)
+    assert code == 0, err
+    for name in ("results.csv", "summary.md", "short.png", "short.svg"):
+        assert os.path.getsize(os.path.join(out_dir, name)) > 0
+    for configuration in SHORT["configurations"]:
+        for seed in (1, 2):
+            run_dir = os.path.join(out_dir, experiments.slug(configuration), "seed%d" % seed)
+            assert json.load(open(os.path.join(run_dir, "done.json")))["iterations"] == 30
+            assert "Optimization Done." in open(os.path.join(run_dir, "caffe.log")).read()
+    with open(os.path.join(out_dir, "results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    deep = [row for row in rows if row["configuration"] == "LeNet-deep DropIn" and row["seed"] == "1"]
+    assert {"iteration", "train_loss", "test0/accuracy", "p/conv2_1_dropin_p", "p/conv2_2_dropin_p"} <= set(rows[0])
+    by_iteration = {int(row["iteration"]): row for row in deep}
+    assert float(by_iteration[10]["p/conv2_1_dropin_p"]) == pytest.approx(0.5)  # 10 of L = 20 iterations
+    assert float(by_iteration[30]["p/conv2_2_dropin_p"]) == pytest.approx(1.0)
+    assert 0 <= float(by_iteration[30]["test0/accuracy"]) <= 1
+    assert "| LeNet | 2 |" in out and "| LeNet-deep DropIn | 2 |" in out
+    assert "plot: %s" % os.path.join(out_dir, "short.png") in out
+
+    # Rerunning skips the finished runs and reports again; the seeds' masks were set per seed.
+    code, out, err = run([short, "-o", out_dir, "--data-dir", data_dir], capsys)
+    assert code == 0 and "4 of 4 runs already finished" in err
+    net = open(os.path.join(out_dir, experiments.slug("LeNet-deep DropIn"), "seed2", "net.prototxt")).read()
+    assert '\\"seed\\": 2000' in net and '\\"seed\\": 2001' in net
+
+
+def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path, capsys):
+    broken_net = tmp_path / "broken.prototxt"  # builds in expand_net, then fails in Caffe's net setup
+    broken_net.write_text("""
+        layer { name: "data" type: "DummyData" top: "data" top: "label"
+          dummy_data_param { shape { dim: 4 dim: 3 } shape { dim: 4 } } }
+        layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 } }
+        layer { name: "odd" type: "Python" bottom: "ip" top: "odd"
+          python_param { module: "no_such_module_here" layer: "Nothing" } }
+        """)
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "x"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 5\nsnapshot_prefix: "x"\n')
+    broken = dict(SHORT, seeds=[1], configurations={
+        "LeNet": SHORT["configurations"]["LeNet"],
+        "broken": [str(broken_net), "--replicate", "ip=1", "--no-dropin", "--solver", str(solver)]})
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    out_dir = str(tmp_path / "out")
+    code, out, err = run([str(path), "-o", out_dir, "--data-dir", str(tmp_path / "data"), "--jobs", "1"], capsys)
+    assert code == 1
+    assert "run %s failed" % os.path.join(out_dir, "broken", "seed1") in err
+    assert "no_such_module_here" in err  # the end of its log says why
+    assert "1 runs failed" in err
+    assert os.path.exists(os.path.join(out_dir, "LeNet", "seed1", "done.json"))
+    assert not os.path.exists(os.path.join(out_dir, "broken", "seed1", "done.json"))
+    assert "| LeNet | 1 |" in out
+
+
+@pytest.mark.parametrize("content,message", [
+    ("[1, 2]", "an experiment is a JSON object"),
+    ('{"name": "x"}', "missing keys"),
+    ('{"name": "x", "dataset": "mnist", "iterations": 5, "test_interval": 5, "seeds": [1], "configurations": {}, '
+     '"colour": 1}', "unknown keys ['colour']"),
+    ('{"name": "x", "dataset": "mnist", "iterations": 0, "test_interval": 5, "seeds": [1], '
+     '"configurations": {"a": ["--template", "lenet"]}}', '"iterations" must be an integer >= 1'),
+    ('{"name": "x", "dataset": "mnist", "iterations": 5, "test_interval": 5, "seeds": [1], '
+     '"configurations": {"a": "--template lenet"}}', '"configurations" maps names to lists'),
+    ("{not json", "not a readable JSON experiment"),
+])
+def test_bad_experiment_files(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        experiments.load(str(path))
+    code, out, err = run([str(path), "-o", str(tmp_path / "out")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_unknown_experiment_names_the_built_in_ones(capsys):
+    code, out, err = run(["lenet-depp"], capsys)
+    assert code == 2 and "no built-in experiment 'lenet-depp'" in err and "lenet-deep" in err
+
+
+def test_built_in_experiments_build_their_nets(tmp_path):
+    """Every configuration of every built-in experiment turns into a net and solver expand_net accepts."""
+    data = {"train_lmdb": "/data/train", "test_lmdb": "/data/test", "mean_file": "/data/mean", "shape": (1, 28, 28),
+            "test_count": 1000}
+    for name, experiment in experiments.BUILTIN.items():
+        for configuration, arguments in experiment.configurations.items():
+            run_dir = str(tmp_path / experiments.slug(name) / experiments.slug(configuration))
+            solver = experiments.build_run(experiment, experiments.Run(configuration, 1, run_dir), data, arguments)
+            text = open(solver).read()
+            assert "max_iter: %d" % experiment.iterations in text and "test_iter: 10" in text
+            assert "/data/train" in open(os.path.join(run_dir, "net.prototxt")).read()
