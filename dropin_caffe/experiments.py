@@ -53,13 +53,13 @@ BUILTIN = {
             "LeNet-deep (5 extra conv), plain": LENET_DEEP + ["--no-dropin"],
             "LeNet-deep, DropIn L=500": LENET_DEEP + ["--dropin-length", "500"],
             "LeNet-deep, DropIn L=1000": LENET_DEEP + ["--dropin-length", "1000"],
-        }, 4000, 1000,
+        }, None, 1000,
         "A LeNet with 5 extra 3x3 conv+ReLU layers (gaussian std 0.01 fillers) does not train plainly; "
         "with its extra layers entering by gradual DropIn it does."),
     "lenet-depth": Experiment(
         "lenet-depth", "mnist", 3000, 250, [1, 2, 3], {
             "depth %d, DropIn L=1000" % n: LENET_DEEP + ["--depth", str(n), "--dropin-length", "1000"]
-            for n in (5, 10, 15)}, 4000, 1000,
+            for n in (5, 10, 15)}, None, 1000,
         "LeNet-deep with 5, 10 and 15 extra conv layers, each entering by gradual DropIn."),
     "fashion-cifar11": Experiment(
         "fashion-cifar11", "fashion_mnist", 3000, 250, [1, 2, 3], {
@@ -76,7 +76,8 @@ BUILTIN = {
             "LeNet + regularizing DropIn p_new 0.5 before ip2": [
                 "--template", "lenet", "--set", "dropout_ratio=0.5", "--regularize", "drop1=0.5"],
         }, 4000, 1000,
-        "Regularizing DropIn in the place of a Dropout layer, against that Dropout and against neither."),
+        "Regularizing DropIn in the place of a Dropout layer, against that Dropout and against neither "
+        "(4000 training images, where regularizing can matter)."),
 }
 
 FIELDS = {f.name for f in dataclasses.fields(Experiment)}
@@ -139,8 +140,9 @@ class Run:
 
 
 def plan_runs(experiment, out_dir):
+    # Seed by seed, so that every configuration has a first result early.
     return [Run(name, seed, os.path.join(out_dir, slug(name), "seed%d" % seed))
-            for name in experiment.configurations for seed in experiment.seeds]
+            for seed in experiment.seeds for name in experiment.configurations]
 
 
 def build_run(experiment, run, data, arguments):
