@@ -326,8 +326,9 @@ def report(experiment, runs, out_dir):
 def run_experiment(experiment, out_dir, data_dir, source=None, jobs=1, stream=sys.stderr):
     """Train every unfinished run of `experiment`; returns (finished, failed) lists of runs."""
     from . import datasets
-    data = datasets.prepare(experiment.dataset, data_dir, experiment.train_count, experiment.test_count, source,
-                            log=lambda line: print(line, file=stream, flush=True))
+    subset = "%s_%s_%s" % (experiment.dataset, experiment.train_count or "all", experiment.test_count or "all")
+    data = datasets.prepare(experiment.dataset, os.path.join(data_dir, subset), experiment.train_count,
+                            experiment.test_count, source, log=lambda line: print(line, file=stream, flush=True))
     runs = plan_runs(experiment, out_dir)
     todo = [run for run in runs if not run.finished]
     if len(todo) < len(runs):
