@@ -27,7 +27,6 @@ class Plan:
     activation: typing.Optional[str] = None
     kernel: typing.Optional[int] = None
     replica_std: typing.Optional[float] = None
-    net_std: typing.Optional[float] = None      # gaussian std for every weight layer of the net
     names: typing.Dict[str, typing.List[str]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -45,11 +44,11 @@ class Plan:
 Preset = collections.namedtuple("Preset", "template stem plan source summary")
 
 PRESETS = {
-    "lenet-deep": Preset("lenet", "lenet_deep", Plan(replicate=[("conv2", 5)], kernel=3, activation="ReLU", replica_std=0.01,
-                                       net_std=0.01, length=1000),
+    "lenet-deep": Preset("lenet", "lenet_deep", Plan(replicate=[("conv2", 5)], kernel=3, activation="ReLU",
+                                                     replica_std=0.01, length=1000),
                          "the paper's MNIST experiments (LeNet with extra conv layers)",
                          "LeNet plus N (--depth, default 5) 3x3 conv+ReLU layers after conv2 that keep its "
-                         "50x8x8 shape; every weight layer gaussian std 0.01, as in the paper"),
+                         "50x8x8 shape, their weights gaussian std 0.01 as in the paper (LeNet's own: xavier)"),
     "cifar10-11": Preset("cifar10_quick", "cifar10_11", Plan(replicate=[("conv1", 2), ("conv2", 2), ("conv3", 2)],
                                                activation="ReLU", length=2000),
                          "the paper's CIFAR-10 experiment (3 to 11 layers)",
@@ -86,15 +85,6 @@ def preset_plan(name, depth=None):
     return preset.template, plan
 
 
-def set_weight_fillers(net, std):
-    """Every weight layer's weights start from gaussian(std)."""
-    for layer in rewrite.layers(net):
-        param = layer.get("convolution_param") or layer.get("inner_product_param")
-        if layer.get("type") in WEIGHT_TYPES and param is not None:
-            param.set("weight_filler", rewrite.gaussian_filler(std))
-    return net
-
-
 def train_shapes(net, input_shapes=None):
     """Blob shapes of the TRAIN phase (None where unknown)."""
     return shapes.infer(net, "TRAIN", input_shapes)[0]
@@ -109,8 +99,6 @@ def expand(net, plan, iter_size=1, input_shapes=None):
         raise ConfigError("--stagger must be an integer >= 0, got %d" % plan.stagger)
     net = net.copy()
     notices = []
-    if plan.net_std is not None:
-        set_weight_fillers(net, plan.net_std)
     filler = rewrite.gaussian_filler(plan.replica_std) if plan.replica_std is not None else None
     dropin = {"length": plan.length, "iter_size": iter_size} if plan.dropin else None
     for name, count in plan.replicate:

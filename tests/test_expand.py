@@ -77,9 +77,12 @@ def test_lenet_deep_depth_and_fillers():
     expanded, _ = expand.expand(net, plan)
     weight_layers = [l for l in expanded.get_all("layer") if l.get("type") in expand.WEIGHT_TYPES]
     assert len(weight_layers) == 14
-    for layer in weight_layers:
+    for layer in weight_layers:  # the added layers gaussian std 0.01 (the paper's), LeNet's own xavier
         param = layer.get("convolution_param") or layer.get("inner_product_param")
-        assert param.get("weight_filler") == prototxt.parse('type: "gaussian" std: 0.01')
+        added = layer.get("name").startswith("conv2_")
+        assert param.get("weight_filler") == prototxt.parse('type: "gaussian" std: 0.01' if added else 'type: "xavier"')
+        if added:
+            assert (param.get("kernel_size"), param.get("pad")) == (3, 1)
     with pytest.raises(ConfigError, match="--depth applies to the lenet-deep preset only"):
         expand.preset_plan("cifar10-11", depth=3)
 
