@@ -56,6 +56,15 @@ BUILTIN = {
         }, None, 1000,
         "A LeNet with 5 extra 3x3 conv+ReLU layers (gaussian std 0.01 fillers) does not train plainly; "
         "with its extra layers entering by gradual DropIn it does."),
+    "lenet-init": Experiment(
+        "lenet-init", "mnist", 2000, 200, [1, 2, 3], {
+            "LeNet-deep plain, added layers gaussian 0.01": LENET_DEEP + ["--no-dropin"],
+            "LeNet-deep plain, added layers xavier": [
+                "--template", "lenet", "--replicate", "conv2=5", "--replica-kernel", "3", "--add-activation", "relu",
+                "--no-dropin"],
+        }, None, 1000,
+        "The same plain deep LeNet with its added layers started from gaussian std 0.01 (the paper's) or "
+        "from xavier: the init is part of the claim."),
     "lenet-depth": Experiment(
         "lenet-depth", "mnist", 3000, 250, [1, 2, 3], {
             "depth %d, DropIn L=1000" % n: LENET_DEEP + ["--depth", str(n), "--dropin-length", "1000"]
@@ -305,7 +314,7 @@ def report(experiment, runs, out_dir):
             rows += logs.rows_for(logs.read_log(run.log), os.path.relpath(run.directory, out_dir),
                                   run.configuration, run.seed)
     logs.write_csv(rows, os.path.join(out_dir, "results.csv"))
-    figure, axes = plt.subplots(1, 3, figsize=(18, 5.2), gridspec_kw={"width_ratios": [2.2, 1.6, 1.1]})
+    figure, axes = plt.subplots(1, 3, figsize=(19, 5.6), gridspec_kw={"width_ratios": [2.2, 1.5, 1.5]})
     plots.plot_accuracy(axes[0], grouped)
     plots.plot_loss(axes[1], grouped)
     plots.plot_final_bars(axes[2], grouped)

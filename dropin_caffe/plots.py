@@ -15,6 +15,7 @@ import argparse
 import math
 import os
 import sys
+import textwrap
 
 import numpy as np
 
@@ -230,7 +231,8 @@ def plot_final_bars(ax, runs, output=None, colours=None):
                    color="black", s=14, zorder=3)
         ax.annotate("%.4g" % mean, (x, max(finals)), textcoords="offset points", xytext=(0, 6),
                     ha="center", fontsize="small")
-        labels.append("%s\n(%d seeds)" % (configuration, len(finals)) if len(finals) > 1 else configuration)
+        label = textwrap.fill(configuration, 13)  # long names side by side must not run into each other
+        labels.append("%s\n(%d seeds)" % (label, len(finals)) if len(finals) > 1 else label)
     if not labels:
         raise ConfigError("no test output %sin any log of %s; nothing to compare"
                           % ("%r " % output if output else "", ", ".join(runs) or "no configuration"))
