@@ -23,6 +23,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import typing
@@ -320,7 +321,7 @@ def report(experiment, runs, out_dir):
     plots.plot_accuracy(axes[0], grouped)
     plots.plot_loss(axes[1], grouped)
     plots.plot_final_bars(axes[2], grouped)
-    figure.suptitle("%s: %s" % (experiment.name, experiment.description), fontsize=10)
+    figure.suptitle(textwrap.fill("%s: %s" % (experiment.name, experiment.description), 190), fontsize=10)
     figure.tight_layout()
     picture = os.path.join(out_dir, "%s.png" % experiment.name)
     for path in (picture, os.path.splitext(picture)[0] + ".svg"):
