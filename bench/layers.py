@@ -20,7 +20,6 @@ the rest is Caffe's Python-layer call). --json PATH writes one record per compar
 "baseline", "baseline_ms", "ratio"}, ratio = ours_ms / baseline_ms. Not a test: it asserts no time.
 """
 import argparse
-import json
 import os
 import sys
 import tempfile

@@ -10,7 +10,6 @@ import typing
 
 from . import rewrite, shapes
 from .errors import ConfigError
-from .prototxt import Message
 
 WEIGHT_TYPES = {"Convolution", "Deconvolution", "InnerProduct"}
 

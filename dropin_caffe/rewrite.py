@@ -19,7 +19,7 @@ import difflib
 import json
 
 from .errors import ConfigError
-from .prototxt import Enum, Message
+from .prototxt import Message
 
 DATA_TYPES = {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Input"}
 CONV_TYPES = {"Convolution", "Deconvolution"}
