@@ -17,6 +17,7 @@ others go on.
 """
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -339,6 +340,8 @@ def run_experiment(experiment, out_dir, data_dir, source=None, jobs=1, stream=sy
     """Train every unfinished run of `experiment`; returns (finished, failed) lists of runs."""
     from . import datasets
     subset = "%s_%s_%s" % (experiment.dataset, experiment.train_count or "all", experiment.test_count or "all")
+    if source:  # the user's own files get their own folder, beside the embedded data's
+        subset += "_" + hashlib.sha256(os.path.abspath(source).encode()).hexdigest()[:8]
     data = datasets.prepare(experiment.dataset, os.path.join(data_dir, subset), experiment.train_count,
                             experiment.test_count, source, log=lambda line: print(line, file=stream, flush=True))
     runs = plan_runs(experiment, out_dir)
