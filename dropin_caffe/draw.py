@@ -7,7 +7,7 @@ boxes are placed by rank (longest path from the data layers), left to right with
 from matplotlib.patches import FancyArrowPatch
 from matplotlib.path import Path
 
-from . import rewrite
+from . import rewrite, shapes
 
 COLOURS = {"DropIn": "#f4a340", "Resize": "#c39bd3", "data": "#d5d8dc", "weights": "#aed6f1", "other": "#ffffff"}
 SKIP = "#b9770e"
@@ -16,12 +16,10 @@ WEIGHT_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Sc
 
 def kind(layer):
     """'DropIn', 'Resize', 'data', 'weights' or 'other': what colour a layer is drawn in."""
-    if layer.get("type") == "Python":
-        python = layer.get("python_param")
-        name = python.get("layer") if python is not None else None
-        if name in ("DropIn", "Resize"):
-            return name
-    if layer.get("type") in rewrite.DATA_TYPES or not layer.get_all("bottom"):
+    ours = shapes.our_layer(layer)
+    if ours:
+        return ours
+    if layer.get("type") in shapes.DATA_TYPES or not layer.get_all("bottom"):
         return "data"
     return "weights" if layer.get("type") in WEIGHT_TYPES else "other"
 
@@ -35,16 +33,11 @@ def graph(net):
             boxes[producer[tops[0]]][0] += "\n+ %s (%s)" % (layer.get("name"), layer.get("type"))
             continue
         index = len(boxes)
-        boxes.append(["%s (%s)" % (layer.get("name"), _type_name(layer)), kind(layer)])
+        boxes.append(["%s (%s)" % (layer.get("name"), shapes.our_layer(layer) or layer.get("type")), kind(layer)])
         edges += [(producer[b], index, b) for b in bottoms if b in producer]
         for top in tops:
             producer[top] = index
     return boxes, edges
-
-
-def _type_name(layer):
-    k = kind(layer)
-    return k if k in ("DropIn", "Resize") else layer.get("type")
 
 
 def layout(boxes, edges):

@@ -133,8 +133,7 @@ def summary(original, expanded, input_shapes=None, phase="TRAIN"):
     lines = []
     for info in rows:
         layer = layers.get(info.name)
-        python = layer.get("python_param") if layer is not None else None
-        kind = python.get("layer") if python is not None else info.type
+        kind = (shapes.our_layer(layer) if layer is not None else None) or info.type
         mark = "*" if kind in ("DropIn", "Resize") else " "
         outputs = ", ".join(_format_shape(shape) for _, shape in info.tops) or "-"
         params = "?" if info.params is None else "{:,}".format(info.params)

@@ -20,11 +20,10 @@ import json
 
 from .errors import ConfigError
 from .prototxt import Message
+from .shapes import DATA_TYPES, DROPIN_MODULE, our_layer
 
-DATA_TYPES = {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Input"}
 CONV_TYPES = {"Convolution", "Deconvolution"}
 ACTIVATION_TYPES = {"ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "Power", "BNLL"}
-LAYER_MODULE = "dropin_caffe.layers"
 
 
 def layers(net):
@@ -90,7 +89,7 @@ def _python_layer(name, kind, bottoms, tops, config, frozen):
     if frozen:
         layer.add("param", Message([["lr_mult", 0.0], ["decay_mult", 0.0]]))
     param_str = json.dumps(dict({"name": name}, **config))
-    layer.add("python_param", Message([["module", LAYER_MODULE], ["layer", kind], ["param_str", param_str]]))
+    layer.add("python_param", Message([["module", DROPIN_MODULE], ["layer", kind], ["param_str", param_str]]))
     return layer
 
 
@@ -317,9 +316,8 @@ def dropin_configs(net):
     """(layer, config) for every DropIn layer, in net order."""
     found = []
     for layer in layers(net):
-        python = layer.get("python_param")
-        if layer.get("type") == "Python" and python is not None and python.get("layer") == "DropIn":
-            found.append((layer, json.loads(python.get("param_str", "{}") or "{}")))
+        if our_layer(layer) == "DropIn":
+            found.append((layer, json.loads(layer.get("python_param").get("param_str", "{}") or "{}")))
     return found
 
 

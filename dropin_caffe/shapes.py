@@ -700,13 +700,20 @@ def infer(net, phase="TRAIN", input_shapes=None, stages=()):
     return shapes, layers
 
 
+def our_layer(tree):
+    """"DropIn" or "Resize" for a Python layer of ours, else None."""
+    param = tree.get("python_param") if str(tree.get("type", "")) == "Python" else None
+    if param is None or str(param.get("module", "")) != DROPIN_MODULE:
+        return None
+    kind = str(param.get("layer", ""))
+    return kind if kind in ("DropIn", "Resize") else None
+
+
 def _inferable(tree):
     """False for data layers and for layers whose type (or Python module) we do not know."""
     kind = str(tree.get("type", ""))
     if kind == "Python":
-        param = tree.get("python_param")
-        return param is not None and str(param.get("module", "")) == DROPIN_MODULE and \
-            str(param.get("layer", "")) in ("DropIn", "Resize")
+        return our_layer(tree) is not None
     return kind in RULES and kind not in DATA_TYPES
 
 
