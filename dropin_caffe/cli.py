@@ -200,9 +200,8 @@ def run_expand(args, out=sys.stdout, err=sys.stderr):
     elif args.max_iter is not None or args.solver_mode is not None:
         raise ConfigError("--max-iter and --solver-mode set the emitted solver; give it with --solver")
     _check_outputs(args, [path for path, _, _ in files] + ([args.draw] if args.draw else []))
-    table = expand.summary(net, expanded, input_shapes)
-    for phase in ("TEST",):
-        expand.shapes.infer(expanded, phase, input_shapes)  # raises on a shape Caffe could not build
+    table = expand.summary(net, expanded, input_shapes)  # TRAIN shapes; then TEST, which raises on
+    expand.shapes.infer(expanded, "TEST", input_shapes)  # a shape Caffe could not build
     if not args.no_validate:
         notices += _validate(net, files, input_shapes)
     picture = _draw(expanded, input_shapes, stem + suffix) if args.draw else None
@@ -210,7 +209,8 @@ def run_expand(args, out=sys.stdout, err=sys.stderr):
     for path, tree, _ in files:
         prototxt.write(path, tree, force=args.force)
     if picture is not None:
-        _save(picture, args.draw)
+        from .plots import save_figure
+        save_figure(picture, args.draw, dpi=100)
     for notice in notices:
         print("note: " + notice, file=err)
     if not args.quiet:
@@ -278,17 +278,6 @@ def _draw(net, input_shapes, title):
     draw.draw_net(ax, expand.shapes.phase_net(net, "TRAIN"), shapes, title)
     figure.tight_layout()
     return figure
-
-
-def _save(figure, path):
-    root, ext = os.path.splitext(path)
-    partial = "%s.partial-%d%s" % (root, os.getpid(), ext)
-    try:
-        figure.savefig(partial, dpi=100)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 def expand_main(argv=None, out=None, err=None):

@@ -29,16 +29,13 @@ def main(argv):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from dropin_caffe.plots import plot_schedule
+    from dropin_caffe.plots import plot_schedule, save_figure
 
     figure, ax = plt.subplots(figsize=(7, 3.6))
     plot_schedule(ax, args.length, [i * args.stagger for i in range(args.layers)], measured_units=10000)
     ax.set_title("Gradual DropIn, L = %d" % args.length)
     figure.tight_layout()
-    root, ext = os.path.splitext(args.output)
-    partial = root + ".partial" + ext
-    figure.savefig(partial, dpi=110)
-    os.replace(partial, args.output)
+    save_figure(figure, args.output)
     print(args.output)
     return 0
 
