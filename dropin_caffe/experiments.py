@@ -29,7 +29,7 @@ import threading
 import time
 import typing
 
-from . import cli, prototxt, rewrite
+from . import cli, expand, prototxt, rewrite, templates
 from .errors import ConfigError
 
 
@@ -160,14 +160,17 @@ def plan_runs(experiment, out_dir):
 
 def build_run(experiment, run, data, arguments):
     """Write the run's net and solver (from expand_net's own code) and return the solver's path."""
-    variables = []
-    if "--template" in arguments or "--preset" in arguments:  # point the stock net at the dataset
-        lenet = "lenet" in " ".join(arguments)
+    parser = cli.expand_parser()
+    args = parser.parse_args(arguments + ["-o", run.directory])
+    template = args.template or (expand.PRESETS[args.preset].template if args.preset else None)
+    if template:  # point the stock net at the dataset; a net that subtracts a mean gets the dataset's
+        defaults = templates.NETS[template].defaults
         variables = ["--set", "train_source=" + data["train_lmdb"], "--set", "test_source=" + data["test_lmdb"],
-                     "--set", "image_shape=%s" % json.dumps(list(data["shape"])),
-                     "--set", "mean_file=" + ("null" if lenet else data["mean_file"]),
-                     "--set", "scale=" + ("0.00390625" if lenet else "null")]
-    built = cli.build(cli.expand_parser().parse_args(arguments + variables + ["-o", run.directory]))
+                     "--set", "image_shape=%s" % json.dumps(list(data["shape"]))]
+        if defaults["mean_file"] is not None or defaults["mean_value"] is not None:
+            variables += ["--set", "mean_file=" + data["mean_file"]]
+        args = parser.parse_args(arguments + variables + ["-o", run.directory])
+    built = cli.build(args)
     net = built.expanded
     for index, (layer, config) in enumerate(rewrite.dropin_configs(net)):
         config["seed"] = run.seed * 1000 + index  # reproducible masks per seed
@@ -292,16 +295,6 @@ def _last_iteration(path, previous):
     return int(found[-1]) if found else previous
 
 
-def collect(runs):
-    """{configuration: [logs.Log per finished seed]}, in the experiment's order."""
-    from . import logs
-    grouped = {}
-    for run in runs:
-        if run.finished:
-            grouped.setdefault(run.configuration, []).append(logs.read_log(run.log))
-    return grouped
-
-
 def report(experiment, runs, out_dir):
     """Write results.csv, the plots (PNG and SVG) and summary.md; return (summary text, plot path)."""
     import matplotlib
@@ -309,14 +302,13 @@ def report(experiment, runs, out_dir):
     import matplotlib.pyplot as plt
 
     from . import logs, plots
-    grouped = collect(runs)
-    if not grouped:
+    finished = [(run, logs.read_log(run.log)) for run in runs if run.finished]
+    if not finished:
         raise ConfigError("no run of %s has finished; nothing to report" % experiment.name)
-    rows = []
-    for run in runs:
-        if run.finished:
-            rows += logs.rows_for(logs.read_log(run.log), os.path.relpath(run.directory, out_dir),
-                                  run.configuration, run.seed)
+    grouped, rows = {}, []  # {configuration: [Log per seed]} in the experiment's order; CSV rows
+    for run, log in finished:
+        grouped.setdefault(run.configuration, []).append(log)
+        rows += logs.rows_for(log, os.path.relpath(run.directory, out_dir), run.configuration, run.seed)
     logs.write_csv(rows, os.path.join(out_dir, "results.csv"))
     figure, axes = plt.subplots(1, 3, figsize=(19, 5.6), gridspec_kw={"width_ratios": [2.2, 1.5, 1.5]})
     plots.plot_accuracy(axes[0], grouped)
