@@ -141,19 +141,20 @@ class DropIn(_Checked):
     def forward_count(self, count):
         self.blobs[0].data[...] = (count % _LOW, count // _LOW)
 
-    def current_p_new(self):
-        """p from the schedule at the current solver iteration (regularize: the fixed p_new)."""
+    def p_new_at(self, count):
+        """p after `count` TRAIN forward passes (regularize: the fixed p_new)."""
         config = self.config
         if config["mode"] == "regularize":
             return float(config["p_new"])
-        iteration = self.forward_count // config["iter_size"]
+        iteration = count // config["iter_size"]
         return kernels.schedule_p_new(iteration, config["length"], config.get("start", 0))
 
     def forward(self, bottom, top):
-        p_new = self.current_p_new()
+        count = self.forward_count  # read (and checked) once per pass
+        p_new = self.p_new_at(count)
         if self.phase == caffe.TRAIN:
-            self.forward_count += 1
-            self.p_new = None if 0.0 < p_new < 1.0 else p_new
+            self.forward_count = count + 1
+            self.p_new = None if 0.0 < p_new < 1.0 else p_new  # None: a mask was drawn
         else:
             self.p_new = {"expectation": p_new, "new": 1.0, "prev": 0.0}[self.config["test"]]
         prev, new = bottom[0].data, bottom[1].data
