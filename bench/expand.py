@@ -58,9 +58,7 @@ def main(argv):
         print("%s: %.2f s including interpreter start%s" % (
             entry["case"], entry["ours_ms"] / 1e3, " (target < 1 s: %s)" % (
                 "met" if entry["ours_ms"] < 1e3 else "MISSED") if "no validation" in entry["case"] else ""))
-    if args.json:
-        report.write_json(args.json, records)
-        print("records written to %s" % args.json)
+    report.write_json(args.json, records)
     return 0
 
 

@@ -194,9 +194,7 @@ def main(argv):
     for name, copy_ms, split in splits:
         print("  %-22s %s   (copy %.3f)" % (name, "  ".join("%s %.3f" % part for part in split), copy_ms))
     print("\nResize and Deconvolution outputs away from the border: max |difference| %.2g" % agree)
-    if args.json:
-        report.write_json(args.json, records)
-        print("records written to %s" % args.json)
+    report.write_json(args.json, records)
     return 0
 
 

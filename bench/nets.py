@@ -99,9 +99,7 @@ def main(argv):
     for entry, target in zip(records, targets):
         print("%s: DropIn overhead %+.1f%% (target <= %.0f%%)" % (entry["case"], 100 * (entry["ratio"] - 1),
                                                                   100 * (target - 1)))
-    if args.json:
-        report.write_json(args.json, records)
-        print("records written to %s" % args.json)
+    report.write_json(args.json, records)
     return 0
 
 

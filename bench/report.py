@@ -25,7 +25,10 @@ def table(records, targets):
 
 
 def write_json(path, records):
-    """Write the records atomically: a temporary file in the same folder, then os.replace."""
+    """Write the records to `path` (if given) atomically: a temporary file in the same folder,
+    then os.replace; say where."""
+    if not path:
+        return
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".bench.", suffix=".json")
     try:
@@ -36,3 +39,4 @@ def write_json(path, records):
     except BaseException:
         os.unlink(temporary)
         raise
+    print("records written to %s" % path)
