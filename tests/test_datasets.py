@@ -401,18 +401,22 @@ def run_main(argv, capsys):
     return code, captured.out, captured.err
 
 
+def assert_refused(argv, message, out, capsys):
+    """One line on stderr matching `message`, exit code 2, and no output folder."""
+    code, stdout, stderr = run_main(argv + ["-o", out], capsys)
+    last = stderr.strip().splitlines()[-1]
+    assert code == 2 and stdout == "" and stderr.count("\n") == 1 and last.startswith("make_dataset.py: ")
+    assert re.search(message, last), last
+    assert not os.path.exists(out)
+
+
 @pytest.mark.parametrize("case", sorted(MNIST_ERRORS))
 def test_bad_mnist_files_are_refused_in_one_line_and_nothing_is_written(tmp_path, capsys, case):
     change, message = MNIST_ERRORS[case]
     folder = str(tmp_path / "src")
     write_mnist(folder)
     change(folder)
-    out = str(tmp_path / "out")
-    code, stdout, stderr = run_main(["mnist", "-o", out, "--source", folder], capsys)
-    last = stderr.strip().splitlines()[-1]
-    assert code == 2 and stdout == "" and stderr.count("\n") == 1 and last.startswith("make_dataset.py: ")
-    assert re.search(message, last), last
-    assert not os.path.exists(out)
+    assert_refused(["mnist", "--source", folder], message, str(tmp_path / "out"), capsys)
 
 
 def _evil_batch(folder):
@@ -447,12 +451,7 @@ def test_bad_cifar_batches_are_refused_in_one_line_and_nothing_is_written(tmp_pa
     folder = str(tmp_path / "src")
     (write_binary_batches if kind == "bin" else write_python_batches)(folder, cifar_batches(np.random.default_rng(0)))
     change(folder)
-    out = str(tmp_path / "out")
-    code, stdout, stderr = run_main(["cifar10", "-o", out, "--source", folder], capsys)
-    last = stderr.strip().splitlines()[-1]
-    assert code == 2 and stdout == "" and stderr.count("\n") == 1 and last.startswith("make_dataset.py: ")
-    assert re.search(message, last), last
-    assert not os.path.exists(out)
+    assert_refused(["cifar10", "--source", folder], message, str(tmp_path / "out"), capsys)
 
 
 def test_bad_requests_are_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
