@@ -17,6 +17,7 @@ a trained model while replicas start fresh from the same fillers. New DropIn lay
 """
 import difflib
 import json
+import math
 
 from .errors import ConfigError
 from .prototxt import Message
@@ -286,23 +287,22 @@ def regularize(net, name, p_new, shapes, iter_size=1, p_top=False, notices=None)
         raise ConfigError("--regularize %s: the shape of %r or %r is unknown (a layer type shape inference does "
                           "not know, or a data layer without a shape); give it with --input-shape" % (name, prev, new))
     taken = _names(net) | _blobs(net)
-    block = []
-    if len(prev_shape) != len(new_shape):
+    block, shape = [], tuple(prev_shape)
+    if len(shape) != len(new_shape):
         if len(new_shape) != 2:
             raise ConfigError("--regularize %s: cannot match prev %r %s to new %r %s" % (name, prev, prev_shape, new, new_shape))
         flat = _fresh(taken, "%s_flat" % prev)
         block.append(Message([["name", flat], ["type", "Flatten"], ["bottom", prev], ["top", flat]]))
-        prev = flat
-    if tuple(prev_shape[:1]) + tuple(new_shape[1:]) != tuple(new_shape) or prev_shape[1:] != new_shape[1:]:
+        prev, shape = flat, (shape[0], int(math.prod(shape[1:])))
+    if shape != tuple(new_shape):
         resized = _fresh(taken, "%s_resized" % prev)
         block.append(resize_layer(resized, prev, resized, new_shape))
-        notices.append("--regularize %s: prev %s %s is resized to %s by a Resize layer" % (
-            name, weight_layer.get("bottom"), tuple(prev_shape), tuple(new_shape))) if notices is not None else None
+        if notices is not None:
+            notices.append("--regularize %s: prev %s %s is resized to %s by a Resize layer" % (
+                name, weight_layer.get("bottom"), tuple(prev_shape), tuple(new_shape)))
         prev = resized
-    top = dropout.get("top")
-    if top == new:
-        top = _fresh(taken, name + "_dropin")
-    join = _fresh(taken, name + "_dropin") if top != name + "_dropin" else top
+    join = _fresh(taken, name + "_dropin")
+    top = join if dropout.get("top") == new else dropout.get("top")  # an in-place Dropout's blob was `new`
     block.append(dropin_layer(join, prev, new, top,
                               {"mode": "regularize", "p_new": p_new, "iter_size": iter_size}, p_top))
     _insert_after(net, dropout, block)

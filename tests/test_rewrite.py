@@ -159,3 +159,11 @@ def test_stagger_sets_each_gradual_join_to_start_in_turn(net):
     rewrite.stagger(net, 40)
     starts = [c.get("start") for _, c in rewrite.dropin_configs(net)]
     assert starts == [0, 40, 80, None]  # the regularizing DropIn has no schedule
+
+
+def test_regularize_flattens_without_a_resize_when_the_flat_size_already_matches():
+    net = prototxt.parse(NET.replace("inner_product_param { num_output: 8 }", "inner_product_param { num_output: 24 }"))
+    rewrite.regularize(net, "drop1", 0.5, shapes.infer(net)[0])  # pool1 is 6x2x2 = 24 values a sample
+    assert names(net)[names(net).index("ip1") + 1:names(net).index("ip2")] == ["pool1_flat", "drop1_dropin"]
+    assert layer(net, "drop1_dropin").get_all("bottom") == ["pool1_flat", "ip1"]
+    assert shapes.infer(net)[0]["drop1_dropin"] == (2, 24)
