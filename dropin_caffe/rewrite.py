@@ -122,15 +122,13 @@ def _per_axis(param, key, default, prefix=None):
     return [param.get(prefix + "_h", default), param.get(prefix + "_w", default)]
 
 
-def _shape_preserving_conv(layer, kernel, filler, notices):
+def _shape_preserving_conv(layer, kernel):
     """Make a copied conv layer keep its input's spatial size: stride 1, "same" padding."""
     param = layer.get("convolution_param")
     if kernel is not None:
         for key in ("kernel_size", "kernel_h", "kernel_w"):
             param.remove(key)
         param.add("kernel_size", kernel)
-    if filler is not None:
-        param.set("weight_filler", filler.copy())
     sizes = _per_axis(param, "kernel_size", None, prefix="kernel")
     dilations = param.get_all("dilation") or [1]
     dilations = dilations * 2 if len(dilations) == 1 else dilations
@@ -158,12 +156,10 @@ def _replica(original, name, bottom, kernel, filler):
     replica.set("top", name)
     for spec in replica.get_all("param"):
         spec.remove("name")  # a shared-weight name would tie the replica to the original's weights
-    changed = False
-    if original.get("type") in CONV_TYPES:
-        changed = _shape_preserving_conv(replica, kernel, filler, [])
-    elif original.get("type") == "InnerProduct":
-        if filler is not None:
-            replica.get("inner_product_param").set("weight_filler", filler.copy())
+    weights = replica.get("convolution_param") or replica.get("inner_product_param")
+    if filler is not None and weights is not None:
+        weights.set("weight_filler", filler.copy())
+    changed = original.get("type") in CONV_TYPES and _shape_preserving_conv(replica, kernel)
     return replica, changed
 
 
