@@ -152,8 +152,9 @@ def blend_backward(top_diff, p_new, prev_diff=None, new_diff=None):
 
 
 @functools.lru_cache(maxsize=64)
-def interp_matrix(size_in, size_out, interp="bilinear"):
-    """The (size_out, size_in) matrix that resamples one axis, with half-pixel centres.
+def interp_matrix(size_in, size_out, interp="bilinear", dtype="float64"):
+    """The (size_out, size_in) matrix that resamples one axis, with half-pixel centres; cached
+    per dtype, so a layer's every pass reuses the one built for its blobs.
 
     Output index i samples the input at x = (i + 0.5) * size_in / size_out - 0.5. "bilinear" mixes
     the two nearest inputs (clamped at the borders, so every row sums to 1); "nearest" takes
@@ -171,6 +172,7 @@ def interp_matrix(size_in, size_out, interp="bilinear"):
         frac = x - left
         np.add.at(matrix, (rows, left), 1.0 - frac)
         np.add.at(matrix, (rows, right), frac)
+    matrix = matrix.astype(dtype)
     matrix.setflags(write=False)
     return matrix
 
@@ -179,22 +181,22 @@ def _resample(x, a_h, a_w):
     """Apply a_h to axis 2 and a_w to axis 3 of x (N, C, H, W) as two large matrix products."""
     n, c, h, w = x.shape
     if a_w is not None:
-        x = (x.reshape(-1, w) @ a_w.T.astype(x.dtype)).reshape(n, c, h, -1)
+        x = (x.reshape(-1, w) @ a_w.T).reshape(n, c, h, -1)
         w = x.shape[3]
     if a_h is not None:
         cols = x.transpose(2, 0, 1, 3).reshape(h, -1)
-        x = (a_h.astype(x.dtype) @ cols).reshape(-1, n, c, w).transpose(1, 2, 0, 3)
+        x = (a_h @ cols).reshape(-1, n, c, w).transpose(1, 2, 0, 3)
     return x
 
 
-def _matrices(shape_in, shape_out, interp, adjoint=False):
+def _matrices(shape_in, shape_out, interp, dtype, adjoint=False):
     """The interpolation matrices for H and W (None where the size is kept)."""
     found = []
     for size_in, size_out in zip(shape_in[2:], shape_out[2:]):
         if size_in == size_out:
             found.append(None)
         else:
-            matrix = interp_matrix(size_in, size_out, interp)
+            matrix = interp_matrix(size_in, size_out, interp, np.dtype(dtype).name)
             found.append(matrix.T if adjoint else matrix)
     return found + [None] * (2 - len(found))
 
@@ -207,7 +209,7 @@ def resize_forward(x, shape, interp="bilinear", out=None):
     if out is None:
         out = np.empty(shape, x.dtype)
     channels = min(x.shape[1], shape[1])
-    a_h, a_w = _matrices(x.shape, shape, interp)
+    a_h, a_w = _matrices(x.shape, shape, interp, x.dtype)
     out[:, :channels] = _resample(x[:, :channels], a_h, a_w) if x.ndim == 4 else x[:, :channels]
     out[:, channels:] = 0
     return out
@@ -218,7 +220,7 @@ def resize_backward(top_diff, shape, interp="bilinear", out=None):
     if out is None:
         out = np.empty(shape, top_diff.dtype)
     channels = min(top_diff.shape[1], shape[1])
-    a_h, a_w = _matrices(shape, top_diff.shape, interp, adjoint=True)
+    a_h, a_w = _matrices(shape, top_diff.shape, interp, top_diff.dtype, adjoint=True)
     kept = top_diff[:, :channels]
     out[:, :channels] = _resample(kept, a_h, a_w) if top_diff.ndim == 4 else kept
     out[:, channels:] = 0
