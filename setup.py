@@ -9,7 +9,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="dropin-caffe",
-    version="0.1.0",
+    version="0.2.0",
     description="Gradual DropIn of layers (Smith, Hand & Doster 2015) for Caffe",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -18,7 +18,8 @@ setup(
     install_requires=["numpy", "protobuf", "jinja2", "matplotlib"],
     data_files=[("share/dropin-caffe/prototxt_templates", glob.glob("prototxt_templates/*.j2")),
                 ("share/dropin-caffe/solvers", glob.glob("solvers/*.j2"))],
-    scripts=["tools/caffe-env"],
-    entry_points={"console_scripts": ["expand_net = dropin_caffe.cli:expand_main"]},
+    entry_points={"console_scripts": ["%s = dropin_caffe.cli.%s:main" % (command, module) for command, module in (
+        ("expand_net", "expand_net"), ("run_experiments", "run_experiments"), ("make_dataset", "make_dataset"),
+        ("plot_log", "plot_log"), ("plot_schedule", "plot_schedule"), ("caffe-env", "caffe_env"))]},
     license="BSD-2-Clause",
 )

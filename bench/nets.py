@@ -25,17 +25,16 @@ sys.path.insert(0, os.path.dirname(BENCH))
 import caffe  # noqa: E402
 
 import report  # noqa: E402
-from dropin_caffe import expand, prototxt, rewrite, templates  # noqa: E402
+from dropin_caffe.netgen import prototxt, rewrite  # noqa: E402
+from dropin_caffe.netgen.expand import expand_net  # noqa: E402
 
 NETS = [("LeNet-deep", "lenet-deep", 0.05), ("AlexNet-13", "alexnet-13", 0.02)]
 LENGTH = 10 ** 8  # the schedule barely moves while timing: p stays where it is put
 
 
 def solver_for(folder, name, preset, dropin):
-    template, plan = expand.preset_plan(preset)
-    plan.dropin, plan.length = dropin, LENGTH
-    net = prototxt.parse(templates.render_net(template, dummy_data=True, train_batch_size=32, test_batch_size=32))
-    expanded, _ = expand.expand(net, plan)
+    expanded = expand_net(preset=preset, dropin=dropin, dropin_length=LENGTH, validate=False,
+                          settings={"dummy_data": True, "train_batch_size": 32, "test_batch_size": 32}).net
     net_path = os.path.join(folder, "%s_%s.prototxt" % (name, "dropin" if dropin else "plain"))
     prototxt.write(net_path, expanded)
     solver_path = net_path.replace(".prototxt", "_solver.prototxt")

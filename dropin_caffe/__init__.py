@@ -1,25 +1,21 @@
 """dropin_caffe: Gradual DropIn of layers (Smith, Hand & Doster 2015) for Caffe.
 
+    from dropin_caffe import expand_net
+    expand_net("lenet_train_test.prototxt", replicate={"conv2": 3}, dropin_length=1000).write("out/")
+
 Public names are loaded on first use, so `import dropin_caffe` needs neither numpy nor Caffe
-(the environment tools run on machines that have neither).
+(the environment tools run on a host Python that has neither). The package's layers, from the
+bottom up: the core (kernels, params, layers, errors, files, env), netgen/ (the prototxt
+toolkit and expand_net), experiments/ (datasets, runs, logs, plots), cli/ (the commands).
 """
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
-    "DropIn": "layers", "Resize": "layers",
-    "schedule_p_new": "kernels", "sample_mask": "kernels",
-    "dropin_forward": "kernels", "dropin_backward": "kernels",
-    "blend_forward": "kernels", "blend_backward": "kernels",
-    "resize_forward": "kernels", "resize_backward": "kernels", "interp_matrix": "kernels",
+    "expand_net": "netgen.expand", "Expansion": "netgen.expand",
     "DropInCaffeError": "errors", "ConfigError": "errors", "CaffeEnvError": "errors",
-    "Message": "prototxt", "Enum": "prototxt", "parse": "prototxt", "dumps": "prototxt",
-    "read": "prototxt", "write": "prototxt", "upgrade_net": "prototxt",
-    "infer": "shapes", "check_net": "validate",
-    "Plan": "expand", "preset_plan": "expand", "summary": "expand",
-    "render_net": "templates", "render_solver": "templates",
-    "parse_log": "logs", "read_log": "logs", "prepare": "datasets",
+    "netspec": "netgen.netspec",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -27,4 +23,5 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name):
     if name not in _EXPORTS:
         raise AttributeError("module 'dropin_caffe' has no attribute %r" % name)
-    return getattr(importlib.import_module("." + _EXPORTS[name], __name__), name)
+    module = importlib.import_module("." + _EXPORTS[name], __name__)
+    return module if module.__name__.endswith("." + name) else getattr(module, name)

@@ -41,26 +41,6 @@ from .errors import ConfigError
 
 _LOW = 2 ** 22
 
-DROPIN_RULES = {
-    "name": params.text(),
-    "mode": params.choice("gradual", "regularize"),
-    "length": params.integer(1),
-    "start": params.integer(0),
-    "p_new": params.probability(),
-    "iter_size": params.integer(1),
-    "seed": params.integer(0),
-    "test": params.choice("expectation", "new", "prev"),
-}
-DROPIN_DEFAULTS = {"mode": "gradual", "iter_size": 1, "seed": None, "test": "expectation"}
-RESIZE_RULES = {
-    "name": params.text(),
-    "channels": params.integer(1),
-    "height": params.integer(1),
-    "width": params.integer(1),
-    "interp": params.choice("bilinear", "nearest"),
-}
-
-
 def _fail(message):
     """Report and raise: the `caffe` command line would otherwise abort without a word."""
     sys.stderr.write("dropin_caffe: %s\n" % message)
@@ -71,11 +51,11 @@ def _fail(message):
 class _Checked(caffe.Layer):
     """Shared plumbing: parse param_str into self.config and report errors loudly."""
 
-    kind, rules, defaults = None, None, {}
+    kind = None
 
     def _configure(self):
         try:
-            self.config, self.label = params.parse(self.kind, self.param_str, self.rules, self.defaults)
+            self.config, self.label = params.layer_config(self.kind, self.param_str)
         except ConfigError as error:
             _fail(str(error))
 
@@ -87,15 +67,11 @@ class _Checked(caffe.Layer):
 class DropIn(_Checked):
     """Join `prev` and `new` unit by unit (see the module docstring)."""
 
-    kind, rules, defaults = "DropIn", DROPIN_RULES, DROPIN_DEFAULTS
+    kind = "DropIn"
 
     def setup(self, bottom, top):
         self._configure()
         config = self.config
-        if config["mode"] == "gradual":
-            self._require("length", "gradual", "p_new")
-        else:
-            self._require("p_new", "regularize", "length", "start")
         self._check_count("bottoms (prev, new)", bottom, (2,))
         self._check_count("tops (the output, and optionally p)", top, (1, 2))
         if len(self.blobs) == 0:
@@ -107,13 +83,6 @@ class DropIn(_Checked):
         self.rng = np.random.default_rng(config["seed"])
         self.mask = None
         self.p_new = None
-
-    def _require(self, key, mode, *forbidden):
-        if key not in self.config:
-            _fail('%s: mode "%s" needs "%s" in param_str' % (self.label, mode, key))
-        for other in forbidden:
-            if other in self.config:
-                _fail('%s: "%s" has no meaning in mode "%s"; remove it' % (self.label, other, mode))
 
     def reshape(self, bottom, top):
         prev, new = bottom[0].data.shape, bottom[1].data.shape
@@ -188,7 +157,7 @@ class Resize(_Checked):
                                param_str: '{"channels": 50, "height": 8, "width": 8}' } }
     """
 
-    kind, rules, defaults = "Resize", RESIZE_RULES, {"interp": "bilinear"}
+    kind = "Resize"
 
     def setup(self, bottom, top):
         self._configure()

@@ -60,3 +60,42 @@ def parse(kind, param_str, rules, defaults):
         if not check(value):
             raise ConfigError('%s: "%s" must be %s, got %s' % (label, key, rule, json.dumps(value)))
     return dict(defaults, **given), label
+
+
+# The param_str rules of our two layers (the Python and the native ones, and the NetSpec helpers).
+DROPIN_RULES = {
+    "name": text(),
+    "mode": choice("gradual", "regularize"),
+    "length": integer(1),
+    "start": integer(0),
+    "p_new": probability(),
+    "iter_size": integer(1),
+    "seed": integer(0),
+    "test": choice("expectation", "new", "prev"),
+}
+DROPIN_DEFAULTS = {"mode": "gradual", "iter_size": 1, "seed": None, "test": "expectation"}
+RESIZE_RULES = {
+    "name": text(),
+    "channels": integer(1),
+    "height": integer(1),
+    "width": integer(1),
+    "interp": choice("bilinear", "nearest"),
+}
+RESIZE_DEFAULTS = {"interp": "bilinear"}
+
+# DropIn's keys by mode: the one it needs, the ones that mean nothing there.
+_MODE_KEYS = {"gradual": ("length", ("p_new",)), "regularize": ("p_new", ("length", "start"))}
+
+
+def layer_config(kind, param_str):
+    """The checked param_str of our layer `kind` ("DropIn" or "Resize"): (config, label)."""
+    if kind == "Resize":
+        return parse(kind, param_str, RESIZE_RULES, RESIZE_DEFAULTS)
+    config, label = parse(kind, param_str, DROPIN_RULES, DROPIN_DEFAULTS)
+    needed, forbidden = _MODE_KEYS[config["mode"]]
+    if needed not in config:
+        raise ConfigError('%s: mode "%s" needs "%s" in param_str' % (label, config["mode"], needed))
+    for other in forbidden:
+        if other in config:
+            raise ConfigError('%s: "%s" has no meaning in mode "%s"; remove it' % (label, other, config["mode"]))
+    return config, label

@@ -15,9 +15,9 @@ import subprocess
 import caffe
 import pytest
 
-from dropin_caffe import prototxt
-from dropin_caffe.cli import expand_main
-from dropin_caffe.prototxt import Enum
+from dropin_caffe.netgen import prototxt
+from dropin_caffe.cli.expand_net import main as expand_main
+from dropin_caffe.netgen.prototxt import Enum
 
 STOCK_MNIST = "/usr/share/doc/caffe-doc/examples/mnist"
 

@@ -18,7 +18,11 @@ import numpy as np
 import pytest
 from caffe.proto import caffe_pb2
 
-from dropin_caffe import datasets, env, templates
+from dropin_caffe import env
+from dropin_caffe.cli import make_dataset
+from dropin_caffe.experiments import datasets
+from dropin_caffe.experiments.datasets import lmdb as lmdb_writer, sources
+from dropin_caffe.netgen import templates
 from dropin_caffe.errors import ConfigError
 
 IDX_NAMES = {"train images": "train-images-idx3-ubyte", "train labels": "train-labels-idx1-ubyte",
@@ -118,7 +122,7 @@ def test_mnist_idx_files_round_trip_pixel_for_pixel(tmp_path, writer, wrote_with
     assert record["writer"] == wrote_with and result["reused"] is False
     assert (record["train_count"], record["test_count"], record["shape"]) == (30, 12, [1, 28, 28])
     assert [entry["sha256"] for entry in record["inputs"]] == [
-        sha256(str(tmp_path / "src" / IDX_NAMES[role])) for role in datasets.IDX_FILES]
+        sha256(str(tmp_path / "src" / IDX_NAMES[role])) for role in sources.IDX_FILES]
     assert sorted(os.listdir(str(tmp_path / "out"))) == [
         "mnist_dataset.json", "mnist_mean.binaryproto", "mnist_test_lmdb", "mnist_train_lmdb"]
 
@@ -171,7 +175,7 @@ def test_embedded_mnist_is_the_full_real_set_and_subsets_come_from_it(tmp_path):
 
 
 def test_fashion_mnist_subset_from_debian_package(tmp_path):
-    folder = datasets.FASHION_DIR
+    folder = sources.FASHION_DIR
     result = datasets.prepare("fashion-mnist", str(tmp_path / "out"), train_count=30, test_count=20)
     assert result["train_lmdb"].endswith("fashion_mnist_train_lmdb")
     assert result["source_counts"] == {"train": 60000, "test": 10000}
@@ -334,14 +338,14 @@ def test_interrupted_build_leaves_nothing_and_keeps_the_old_outputs(tmp_path, mo
     def interrupted(path, images):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(datasets, "_write_mean", interrupted)
+    monkeypatch.setattr(lmdb_writer, "_write_mean", interrupted)
     with pytest.raises(KeyboardInterrupt):
         datasets.prepare("mnist", str(tmp_path / "new"), source=source, writer="python")
     assert not os.path.exists(str(tmp_path / "new"))
     monkeypatch.undo()
     old = datasets.prepare("mnist", str(tmp_path / "out"), train_count=10, source=source, writer="python")
     listing = sorted(os.listdir(str(tmp_path / "out")))
-    monkeypatch.setattr(datasets, "_write_mean", interrupted)
+    monkeypatch.setattr(lmdb_writer, "_write_mean", interrupted)
     with pytest.raises(KeyboardInterrupt):
         datasets.prepare("mnist", str(tmp_path / "out"), train_count=4, source=source, writer="python", force=True)
     assert sorted(os.listdir(str(tmp_path / "out"))) == listing
@@ -396,7 +400,7 @@ MNIST_ERRORS = {
 
 
 def run_main(argv, capsys):
-    code = datasets.main(argv)
+    code = make_dataset.main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

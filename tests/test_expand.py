@@ -2,36 +2,44 @@
 built by caffe.Net in TRAIN and TEST, one forward and backward, inferred shapes equal Caffe's."""
 import pytest
 
-from dropin_caffe import expand, prototxt, shapes, templates, validate
+from dropin_caffe.netgen import plan as plans, prototxt, rewrite, shapes, templates, validate
+from dropin_caffe.netgen.expand import expand_net
+from dropin_caffe.netgen.upgrade import upgrade_net
+from dropin_caffe.netgen.vocabulary import WEIGHT_TYPES
 from dropin_caffe.errors import ConfigError
 
 DOC = "/usr/share/doc/caffe-doc/"
 
+
+def apply(net, plan, input_shapes=None):
+    """`plan` applied to `net` (the TRAIN shapes inferred first, as expand_net does)."""
+    return plans.apply_plan(net, plan, shapes.infer(net, "TRAIN", input_shapes)[0])
+
 # (file, data shapes (small batches), plan) -- the data shapes are facts of the datasets.
 CASES = [
     ("examples/mnist/lenet_train_test.prototxt", {"data": (4, 1, 28, 28)},
-     expand.Plan(replicate=[("conv1", 2), ("ip1", 1)], length=100, p_top=True)),
+     plans.Plan(replicate=[("conv1", 2), ("ip1", 1)], length=100, p_top=True)),
     ("examples/mnist/lenet_train_test.prototxt", {"data": (4, 1, 28, 28)},
-     expand.Plan(replicate=[("conv2", 3)], dropin=False, kernel=3, activation="ReLU")),
+     plans.Plan(replicate=[("conv2", 3)], dropin=False, kernel=3, activation="ReLU")),
     ("examples/cifar10/cifar10_quick_train_test.prototxt", {"data": (4, 3, 32, 32)},
-     expand.Plan(replicate=[("conv2", 2), ("conv3", 1)], length=50, stagger=20, activation="ReLU")),
+     plans.Plan(replicate=[("conv2", 2), ("conv3", 1)], length=50, stagger=20, activation="ReLU")),
     ("examples/cifar10/cifar10_full_train_test.prototxt", {"data": (4, 3, 32, 32)},
-     expand.Plan(replicate=[("conv1", 1), ("conv3", 2)], length=50)),
+     plans.Plan(replicate=[("conv1", 1), ("conv3", 2)], length=50)),
     ("models/bvlc_alexnet/train_val.prototxt.gz", {"data": (2, 3, 227, 227)},
-     expand.Plan(replicate=[("conv3", 2), ("conv5", 1)], regularize=[("drop6", 0.5)], length=1000)),
+     plans.Plan(replicate=[("conv3", 2), ("conv5", 1)], regularize=[("drop6", 0.5)], length=1000)),
     ("models/bvlc_reference_caffenet/train_val.prototxt.gz", {"data": (2, 3, 227, 227)},
-     expand.Plan(replicate=[("conv1", 1), ("conv4", 1)], regularize=[("drop7", 0.4)], kernel=3, length=1000)),
+     plans.Plan(replicate=[("conv1", 1), ("conv4", 1)], regularize=[("drop7", 0.4)], kernel=3, length=1000)),
     ("models/bvlc_googlenet/train_val.prototxt.gz", {"data": (2, 3, 224, 224)},
-     expand.Plan(replicate=[("conv2/3x3", 1), ("inception_5b/1x1", 1)], length=1000)),
+     plans.Plan(replicate=[("conv2/3x3", 1), ("inception_5b/1x1", 1)], length=1000)),
     ("examples/siamese/mnist_siamese_train_test.prototxt", {"pair_data": (4, 2, 28, 28)},
-     expand.Plan(replicate=[("conv2", 1), ("conv2_p", 1)], length=100)),
+     plans.Plan(replicate=[("conv2", 1), ("conv2_p", 1)], length=100)),
 ]
 
 
 @pytest.mark.parametrize("path,data,plan", CASES, ids=["%s-%d" % (c[0].split("/")[-2], i) for i, c in enumerate(CASES)])
 def test_caffe_doc_net_expands_and_runs_in_caffe(path, data, plan):
-    net = prototxt.upgrade_net(prototxt.read(DOC + path))
-    expanded, _ = expand.expand(net, plan, input_shapes=data)
+    net = upgrade_net(prototxt.read(DOC + path))
+    expanded, _ = apply(net, plan, data)
     text = prototxt.dumps(expanded)
     assert prototxt.check_with_caffe_pb2(text, "net")
     for phase in ("TRAIN", "TEST"):
@@ -44,15 +52,15 @@ def test_caffe_doc_net_expands_and_runs_in_caffe(path, data, plan):
     assert len(joins) >= expected
 
 
-@pytest.mark.parametrize("preset", sorted(expand.PRESETS))
+@pytest.mark.parametrize("preset", sorted(plans.PRESETS))
 def test_presets_run_in_caffe(preset):
-    template, plan = expand.preset_plan(preset)
+    template, plan = plans.preset_plan(preset)
     net = prototxt.parse(templates.render_net(template, dummy_data=True, train_batch_size=1, test_batch_size=1))
-    expanded, _ = expand.expand(net, plan)
+    expanded, _ = apply(net, plan)
     _, rows = shapes.infer(expanded)
-    weights = sum(1 for row in rows if row.type in expand.WEIGHT_TYPES)
+    weights = sum(1 for row in rows if row.type in WEIGHT_TYPES)
     assert weights == {"lenet-deep": 9, "cifar10-11": 11, "alexnet-13": 13, "vgg16-dropin": 16}[preset]
-    dropins = [c for _, c in expand.rewrite.dropin_configs(expanded)]
+    dropins = [c for _, c in rewrite.dropin_configs(expanded)]
     assert len(dropins) == sum(count for _, count in plan.replicate)
     for phase in ("TRAIN", "TEST"):
         validate.check_net(expanded, phase)
@@ -60,11 +68,11 @@ def test_presets_run_in_caffe(preset):
 
 def test_vgg16_dropin_is_vgg16_once_the_layers_are_in():
     """The preset's replicas land exactly where VGG-D's extra layers are, with VGG-D's names and shapes."""
-    _, plan = expand.preset_plan("vgg16-dropin")
+    _, plan = plans.preset_plan("vgg16-dropin")
     plan.dropin = False
     vgg11 = prototxt.parse(templates.render_net("vgg11", dummy_data=True))
     vgg16 = prototxt.parse(templates.render_net("vgg16", dummy_data=True))
-    plain, _ = expand.expand(vgg11, plan)
+    plain, _ = apply(vgg11, plan)
 
     def convs(net):
         return [(r.name, r.tops[0][1], r.params) for r in shapes.infer(net)[1] if r.type == "Convolution"]
@@ -72,10 +80,10 @@ def test_vgg16_dropin_is_vgg16_once_the_layers_are_in():
 
 
 def test_lenet_deep_depth_and_fillers():
-    _, plan = expand.preset_plan("lenet-deep", depth=10)
+    _, plan = plans.preset_plan("lenet-deep", depth=10)
     net = prototxt.parse(templates.render_net("lenet", dummy_data=True))
-    expanded, _ = expand.expand(net, plan)
-    weight_layers = [l for l in expanded.get_all("layer") if l.get("type") in expand.WEIGHT_TYPES]
+    expanded, _ = apply(net, plan)
+    weight_layers = [l for l in expanded.get_all("layer") if l.get("type") in WEIGHT_TYPES]
     assert len(weight_layers) == 14
     for layer in weight_layers:  # the added layers gaussian std 0.01 (the paper's), LeNet's own xavier
         param = layer.get("convolution_param") or layer.get("inner_product_param")
@@ -84,21 +92,21 @@ def test_lenet_deep_depth_and_fillers():
         if added:
             assert (param.get("kernel_size"), param.get("pad")) == (3, 1)
     with pytest.raises(ConfigError, match="--depth applies to the lenet-deep preset only"):
-        expand.preset_plan("cifar10-11", depth=3)
+        plans.preset_plan("cifar10-11", depth=3)
 
 
 def test_expand_needs_a_length_for_dropin():
     net = prototxt.parse(templates.render_net("lenet", dummy_data=True))
     with pytest.raises(ConfigError, match="--dropin-length L must be an integer >= 1"):
-        expand.expand(net, expand.Plan(replicate=[("conv2", 1)]))
-    expanded, _ = expand.expand(net, expand.Plan(replicate=[("conv2", 1)], dropin=False))
-    assert expand.Plan(replicate=[("conv2", 1)], dropin=False).suffix == "plain"
+        apply(net, plans.Plan(replicate=[("conv2", 1)]))
+    expanded, _ = apply(net, plans.Plan(replicate=[("conv2", 1)], dropin=False))
+    assert plans.Plan(replicate=[("conv2", 1)], dropin=False).suffix == "plain"
 
 
 def test_summary_marks_joins_and_totals_both_nets():
-    net = prototxt.parse(templates.render_net("lenet", dummy_data=True))
-    expanded, _ = expand.expand(net, expand.Plan(replicate=[("conv2", 2)], length=10))
-    table = expand.summary(net, expanded).splitlines()
+    result = expand_net(templates.render_net("lenet", dummy_data=True), replicate={"conv2": 2}, dropin_length=10,
+                        validate=False)
+    table = result.table.splitlines()
     assert table[0].split() == ["layer", "type", "output", "(TRAIN)", "params"]
     rows = {line.split()[0]: line.split() for line in table[1:-1]}
     assert rows["*conv2_1_dropin"][1:] == ["DropIn", "64x50x8x8", "2"]
@@ -115,7 +123,7 @@ def test_a_trained_net_patched_deeper_keeps_its_weights(tmp_path):
 
     import caffe
     import numpy as np
-    from dropin_caffe import cli
+    from dropin_caffe.cli import expand_net as cli
 
     net_path, solver_path = str(tmp_path / "lenet.prototxt"), str(tmp_path / "lenet_solver.prototxt")
     with open(net_path, "w") as f:
@@ -128,7 +136,7 @@ def test_a_trained_net_patched_deeper_keeps_its_weights(tmp_path):
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trained = str(tmp_path / "lenet_iter_5.caffemodel")
     out = str(tmp_path / "out")
-    assert cli.expand_main([net_path, "--replicate", "conv2=2", "--dropin-length", "10", "--solver", solver_path,
+    assert cli.main([net_path, "--replicate", "conv2=2", "--dropin-length", "10", "--solver", solver_path,
                             "--max-iter", "2", "-o", out, "-q"]) == 0
     expanded_solver = os.path.join(out, "lenet_solver_dropin.prototxt")
     done = subprocess.run(["caffe", "train", "--solver=" + expanded_solver, "--weights=" + trained],

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from dropin_caffe import cli, experiments
+from dropin_caffe.cli import run_experiments
+from dropin_caffe.experiments import config, runner
 from dropin_caffe.errors import ConfigError
 
 SHORT = {"name": "short", "dataset": "mnist", "train_count": 200, "test_count": 100,
@@ -23,7 +24,7 @@ def short(tmp_path):
 
 
 def run(argv, capsys):
-    code = cli.run_experiments_main(argv)
+    code = run_experiments.main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -36,7 +37,7 @@ def test_a_short_experiment_trains_parses_and_plots(tmp_path, short, capsys):
         assert os.path.getsize(os.path.join(out_dir, name)) > 0
     for configuration in SHORT["configurations"]:
         for seed in (1, 2):
-            run_dir = os.path.join(out_dir, experiments.slug(configuration), "seed%d" % seed)
+            run_dir = os.path.join(out_dir, config.slug(configuration), "seed%d" % seed)
             assert json.load(open(os.path.join(run_dir, "done.json")))["iterations"] == 30
             assert "Optimization Done." in open(os.path.join(run_dir, "caffe.log")).read()
     with open(os.path.join(out_dir, "results.csv")) as f:
@@ -53,7 +54,7 @@ def test_a_short_experiment_trains_parses_and_plots(tmp_path, short, capsys):
     # Rerunning skips the finished runs and reports again; the seeds' masks were set per seed.
     code, out, err = run([short, "-o", out_dir, "--data-dir", data_dir], capsys)
     assert code == 0 and "4 of 4 runs already finished" in err
-    net = open(os.path.join(out_dir, experiments.slug("LeNet-deep DropIn"), "seed2", "net.prototxt")).read()
+    net = open(os.path.join(out_dir, config.slug("LeNet-deep DropIn"), "seed2", "net.prototxt")).read()
     assert '\\"seed\\": 2000' in net and '\\"seed\\": 2001' in net
 
 
@@ -99,7 +100,7 @@ def test_bad_experiment_files(tmp_path, capsys, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        experiments.load(str(path))
+        config.load(str(path))
     code, out, err = run([str(path), "-o", str(tmp_path / "out")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
     assert not os.path.exists(tmp_path / "out")
@@ -114,10 +115,10 @@ def test_built_in_experiments_build_their_nets(tmp_path):
     """Every configuration of every built-in experiment turns into a net and solver expand_net accepts."""
     data = {"train_lmdb": "/data/train", "test_lmdb": "/data/test", "mean_file": "/data/mean", "shape": (1, 28, 28),
             "test_count": 1000}
-    for name, experiment in experiments.BUILTIN.items():
+    for name, experiment in config.BUILTIN.items():
         for configuration, arguments in experiment.configurations.items():
-            run_dir = str(tmp_path / experiments.slug(name) / experiments.slug(configuration))
-            solver = experiments.build_run(experiment, experiments.Run(configuration, 1, run_dir), data, arguments)
+            run_dir = str(tmp_path / config.slug(name) / config.slug(configuration))
+            solver = runner.build_run(experiment, runner.Run(configuration, 1, run_dir), data, run_experiments.keywords(arguments))
             text = open(solver).read()
             assert "max_iter: %d" % experiment.iterations in text and "test_iter: 10" in text
             assert "/data/train" in open(os.path.join(run_dir, "net.prototxt")).read()

@@ -145,3 +145,43 @@ def test_resize_keeps_values_pads_zeros_and_upsamples_constants_exactly():
     constant = kernels.resize_forward(np.full((1, 1, 3, 5), 2.5, np.float32), (1, 1, 7, 4))
     np.testing.assert_allclose(constant, 2.5, rtol=1e-6)
     assert kernels.resize_forward(x, (2, 2, 3, 3)).dtype == np.float32
+
+
+def reference_mask(rng, p_new, size):
+    """sample_mask written plainly: one byte per unit from the stream (an SFC64 seeded by one draw
+    of `rng` from 2**19 units), b < floor(256 p) from new, ties b == k settled by rng.random."""
+    source = np.random.SFC64(int(rng.bit_generator.random_raw())) if size >= (1 << 19) else rng.bit_generator
+    chunk = 1 << 17
+    rows = [size] if size <= chunk else None
+    # The kernel draws its bytes slice by slice (whole 8-byte words per slice); in one dimension
+    # a slice is `chunk` units.
+    rows = rows or [min(chunk, size - start) for start in range(0, size, chunk)]
+    raw = np.concatenate([source.random_raw(-(-n // 8)).view(np.uint8)[:n] for n in rows])
+    scaled = 256.0 * p_new
+    k = int(scaled)
+    mask = np.where(raw < k, -1, 0).astype(np.int32)
+    ties = np.flatnonzero(raw == k) if k != scaled else np.array([], int)
+    if len(ties):
+        mask[ties] = -(rng.random(len(ties)) < scaled - k).astype(np.int32)
+    return mask
+
+
+@pytest.mark.parametrize("size", [1000, (1 << 17) + 5, 3 * (1 << 17) + 11, (1 << 19) + 3])
+@pytest.mark.parametrize("p_new", [0.3, 0.5 + 0.4 / 256])
+def test_mask_chunked_and_seeded_paths_match_a_plain_reference(size, p_new):
+    """Blobs over 2**17 units are drawn in slices, from 2**19 units by a seeded SFC64: both must give
+    exactly the mask a plain one-pass reference gives from the same generator state."""
+    got = kernels.sample_mask(np.random.default_rng(11), p_new, (size,))
+    assert np.array_equal(got, reference_mask(np.random.default_rng(11), p_new, size))
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, (1 << 17) + 7), (5, 1 << 17)])
+def test_chunked_select_and_backward_match_numpy_where(shape):
+    rng = np.random.default_rng(2)
+    prev, new, top_diff = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
+    mask = kernels.sample_mask(rng, 0.4, shape)
+    chosen = mask != 0
+    assert np.array_equal(kernels.dropin_forward(prev, new, mask), np.where(chosen, new, prev))
+    prev_diff, new_diff = kernels.dropin_backward(top_diff, mask, np.empty_like(prev), np.empty_like(new))
+    assert np.array_equal(new_diff, np.where(chosen, top_diff, 0))
+    assert np.array_equal(prev_diff, np.where(chosen, 0, top_diff))

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import TINY_LAYERS, python_layer
 from dropin_caffe.errors import ConfigError
-from dropin_caffe.logs import (FIXED_COLUMNS, csv_columns, is_dropin_p, parse_log, read_log, rows_for,
+from dropin_caffe.experiments.logs import (FIXED_COLUMNS, csv_columns, is_dropin_p, parse_log, read_log, rows_for,
                                write_csv)
 
 LENGTH = 12
@@ -376,6 +376,6 @@ def test_write_csv_round_trip_several_logs(tmp_path, runs):
 
 def test_write_csv_leaves_nothing_when_it_fails(tmp_path):
     target = tmp_path / "missing_dir" / "table.csv"
-    with pytest.raises(OSError):
+    with pytest.raises(ConfigError, match="missing_dir"):
         write_csv(rows_for(parse_log(PLAIN), "b", "lenet", 2), str(target))
     assert os.listdir(str(tmp_path)) == []

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from dropin_caffe import prototxt, rewrite, shapes
+from dropin_caffe.netgen import prototxt, rewrite, shapes
 from dropin_caffe.errors import ConfigError
 
 NET = """

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import input_layer, python_layer
-from dropin_caffe import prototxt, shapes, validate
+from dropin_caffe.netgen import prototxt, shapes, validate
 from dropin_caffe.errors import ConfigError
 
 DOC = "/usr/share/doc/caffe-doc"

@@ -10,7 +10,7 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from conftest import REPO
-from dropin_caffe import templates
+from dropin_caffe.netgen import templates
 from dropin_caffe.errors import ConfigError
 
 # Worked out from the architectures: (weight layers, classes, {layer: weight shape}).
@@ -308,7 +308,7 @@ def test_strings_are_escaped_for_protobuf():
 
 
 def test_import_does_not_load_jinja2():
-    code = "import sys, dropin_caffe.templates; print('jinja2' in sys.modules)"
+    code = "import sys, dropin_caffe.netgen.templates; print('jinja2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

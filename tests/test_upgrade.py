@@ -9,8 +9,8 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from dropin_caffe.errors import ConfigError
-from dropin_caffe.prototxt import Enum, Message, dumps, parse, read, upgrade_net
-from dropin_caffe.upgrade import V1_LAYER_TYPES, needs_upgrade
+from dropin_caffe.netgen.prototxt import Enum, Message, dumps, parse, read
+from dropin_caffe.netgen.upgrade import V1_LAYER_TYPES, needs_upgrade, upgrade_net
 
 CAFFE_DOC = "/usr/share/doc/caffe-doc"
 

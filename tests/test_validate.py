@@ -6,7 +6,7 @@ import caffe
 import pytest
 
 from conftest import input_layer, python_layer
-from dropin_caffe import prototxt, shapes, validate
+from dropin_caffe.netgen import prototxt, shapes, validate
 from dropin_caffe.errors import ConfigError
 
 DATA_NET = '''

@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dropin_caffe.cli import expand_main  # noqa: E402
+from dropin_caffe.cli.expand_net import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(expand_main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

@@ -2,7 +2,7 @@
 
 Everything else in the solver is kept: the expanded net should train exactly as the original.
 """
-from .errors import ConfigError
+from ..errors import ConfigError
 from .prototxt import Enum
 
 NET_FIELDS = ("net", "net_param", "train_net", "train_net_param", "test_net", "test_net_param")

@@ -21,7 +21,7 @@ are untouched. V0 nets (`layers { layer { ... } }`, before 2014) are refused, as
 mixes `layer` and `layers`. BatchNorm parameter rewriting, which Caffe also does on load to
 current-format nets, is not an upgrade of the file format and is left to Caffe.
 """
-from .errors import ConfigError
+from ..errors import ConfigError
 from .prototxt import Enum, Message
 
 # V1LayerParameter.LayerType: enum name -> (number, current type string), as in caffe.proto

@@ -23,25 +23,12 @@ that disagree, ...) raise ConfigError naming the layer, the rule and the shapes 
 Where Caffe would quietly build something meaningless (a 4x4 kernel with stride 2 on a 3x3
 input gets output 1x1 from C++ integer division), we refuse instead.
 """
-import json
 import typing
 
-from .errors import ConfigError
-
-PHASES = ("TRAIN", "TEST")
-
-# Layers that read a source Caffe opens at setup, with the parameter message naming it.
-SOURCE_PARAMS = {"Data": "data_param", "ImageData": "image_data_param", "HDF5Data": "hdf5_data_param",
-                 "WindowData": "window_data_param", "MemoryData": "memory_data_param"}
-DATA_TYPES = {"Input", "DummyData"} | set(SOURCE_PARAMS)
-
-# Top = bottom, no learnable values.
-ELEMENTWISE = {"ReLU", "Sigmoid", "TanH", "ELU", "AbsVal", "BNLL", "Power", "Exp", "Log", "Threshold",
-               "Clip", "Swish", "Dropout", "LRN", "MVN", "Softmax"}
-LOSSES = {"SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss", "HingeLoss",
-          "InfogainLoss", "MultinomialLogisticLoss"}
-DROPIN_MODULE = "dropin_caffe.layers"
-
+from .. import params
+from ..errors import ConfigError
+from .upgrade import upgrade_net
+from .vocabulary import DATA_TYPES, ELEMENTWISE, LOSSES, SOURCE_PARAMS, our_layer, phase as _phase
 
 class LayerShapes(typing.NamedTuple):
     """One layer as inference saw it: `bottoms` and `tops` are lists of (blob name, shape), a
@@ -56,13 +43,6 @@ class LayerShapes(typing.NamedTuple):
 
 # ---------------------------------------------------------------------------------------------
 # Phases (Caffe's Net::FilterNet and StateMeetsRule)
-
-def _phase(phase):
-    phase = str(phase).upper()
-    if phase not in PHASES:
-        raise ConfigError("phase must be TRAIN or TEST, got %r" % (phase,))
-    return phase
-
 
 def _meets(rule, phase, level, stages):
     if "phase" in rule and str(rule.get("phase")) != phase:
@@ -514,12 +494,7 @@ def _python(layer):
 
 
 def _resize(layer, param):
-    try:
-        config = json.loads(param.get("param_str", "") or "{}")
-    except ValueError:
-        config = None
-    if not isinstance(config, dict):
-        raise layer.fail("Resize param_str must be a JSON object, got %r" % (param.get("param_str"),))
+    config, _ = params.layer_config("Resize", str(param.get("param_str", "")))
     shape = layer.bottoms[0]
     if len(shape) not in (2, 4):
         raise layer.fail("Resize takes (N, C) or (N, C, H, W) bottoms, got %s" % _text(shape))
@@ -530,10 +505,7 @@ def _resize(layer, param):
         return [shape[:1] + layer.bottoms[1][1:]]
     target = []
     for key, size in zip(("channels", "height", "width"), shape[1:]):
-        value = config.get(key, size)
-        if type(value) is not int or value < 1:
-            raise layer.fail('Resize "%s" must be an integer >= 1, got %r' % (key, value))
-        target.append(value)
+        target.append(config.get(key, size))
     return [shape[:1] + tuple(target)]
 
 
@@ -642,21 +614,6 @@ def _input_shapes(input_shapes):
     return checked
 
 
-def _legacy_inputs(net, layer_type):
-    """The deprecated net-level `input:` blobs, as the Input layer Caffe upgrades them to."""
-    names = [str(name) for name in net.get_all("input")]
-    shapes = [tuple(shape.get_all("dim")) for shape in net.get_all("input_shape")]
-    dims = net.get_all("input_dim")
-    if dims:
-        shapes = [tuple(dims[i:i + 4]) for i in range(0, len(dims), 4)]
-    if len(shapes) != len(names) or any(type(d) is not int or d < 0 for shape in shapes for d in shape):
-        raise ConfigError("net: %d input blobs need %d input_shape (or 4 input_dim each) with integer dims, got %s"
-                          % (len(names), len(names), shapes))
-    return layer_type([["name", "input"], ["type", "Input"]] + [["top", name] for name in names] +
-                      [["input_param", layer_type([["shape", layer_type([["dim", d] for d in shape])]
-                                                   for shape in shapes])]])
-
-
 # ---------------------------------------------------------------------------------------------
 # The walk
 
@@ -673,11 +630,11 @@ def infer(net, phase="TRAIN", input_shapes=None, stages=()):
     """
     if net.get_all("layers"):
         raise ConfigError("net: this is an old V1 net (`layers {}`); upgrade it first "
-                          "(dropin_caffe.prototxt.upgrade_net, or Caffe's upgrade_net_proto_text)")
+                          "(dropin_caffe.netgen.upgrade.upgrade_net, or Caffe's upgrade_net_proto_text)")
     given = _input_shapes(input_shapes)
+    if "input" in net:  # the deprecated net-level inputs, as the Input layer Caffe makes of them
+        net = upgrade_net(net)
     trees = phase_net(net, phase, stages).get_all("layer")
-    if net.get_all("input"):
-        trees.insert(0, _legacy_inputs(net, type(net)))
     settable = {str(top) for tree in net.get_all("layer") + trees if not _inferable(tree)
                 for top in tree.get_all("top")}
     unused = sorted(set(given) - settable)
@@ -698,15 +655,6 @@ def infer(net, phase="TRAIN", input_shapes=None, stages=()):
         layers.append(LayerShapes(layer.name, layer.type, list(zip(bottoms, layer.bottoms)),
                                   list(zip(layer.tops, tops)), params))
     return shapes, layers
-
-
-def our_layer(tree):
-    """"DropIn" or "Resize" for a Python layer of ours, else None."""
-    param = tree.get("python_param") if str(tree.get("type", "")) == "Python" else None
-    if param is None or str(param.get("module", "")) != DROPIN_MODULE:
-        return None
-    kind = str(param.get("layer", ""))
-    return kind if kind in ("DropIn", "Resize") else None
 
 
 def _inferable(tree):

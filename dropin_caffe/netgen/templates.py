@@ -28,10 +28,10 @@ import os
 import re
 import sys
 
-from . import params
-from .errors import ConfigError
+from .. import params
+from ..errors import ConfigError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # From a checkout, the repo's folders; from an installed package, where setup.py put them.
 _ROOT = REPO if os.path.isdir(os.path.join(REPO, "prototxt_templates")) else \
     os.path.join(sys.prefix, "share", "dropin-caffe")

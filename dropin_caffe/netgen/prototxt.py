@@ -21,18 +21,18 @@ escapes. `dumps` writes one canonical form (2-space indent, double quotes, ints 
 by repr), so writing what was read gives the same bytes again.
 
 `check_with_caffe_pb2` asks Caffe's own parser whether it reads a text exactly as this module
-does, and `upgrade_net` (from `upgrade.py`) turns V1 nets into the current format.
+does. `upgrade.upgrade_net` turns V1 nets into the current format.
 """
 import gzip
 import math
 import os
 import re
-import tempfile
 
-from .errors import ConfigError
+from .. import files
+from ..errors import ConfigError
 
 __all__ = ["Enum", "Message", "PrototxtError", "parse", "dumps", "read", "write",
-           "check_with_caffe_pb2", "upgrade_net"]
+           "check_with_caffe_pb2"]
 
 _MAX_DEPTH = 100  # protobuf's own text parser stops at 100 nested messages
 
@@ -413,7 +413,7 @@ def read(path):
 
 
 def write(path, message, force=False):
-    """Write `dumps(message)` to `path` atomically (a temp file in the same directory, renamed).
+    """Write `dumps(message)` to `path` atomically (see `dropin_caffe.files`).
 
     Refuses an existing file unless `force`. A path ending in .gz is written gzip-compressed
     (with no timestamp, so the bytes are stable). On any failure nothing is left behind.
@@ -422,32 +422,7 @@ def write(path, message, force=False):
     data = dumps(message).encode("utf-8", "surrogateescape")
     if path.endswith(".gz"):
         data = gzip.compress(data, mtime=0)
-    if os.path.isdir(path):
-        raise PrototxtError("cannot write %s: it is a directory; give a file name" % path)
-    if os.path.lexists(path) and not force:
-        raise PrototxtError("refusing to overwrite %s: it exists; pass --force (force=True) to replace it"
-                            % path)
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        handle, temp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                                        suffix=".tmp")
-    except OSError as error:
-        raise PrototxtError("cannot write %s: %s" % (path, error.strerror or error)) from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(temp, path)
-    except BaseException as error:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        if isinstance(error, OSError):
-            raise PrototxtError("cannot write %s: %s" % (path, error.strerror or error)) from None
-        raise
+    files.write_atomic(path, data, force)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,9 +473,3 @@ def check_with_caffe_pb2(text, kind, tree=None, filename="<string>"):
                             "printout it has `%s` where our tree gives `%s`; please report this file"
                             % (filename, line + 1, show(theirs), show(mine)))
     return True
-
-
-def upgrade_net(net):
-    """V1 `layers {}` / `input:` nets to the current format; see dropin_caffe.upgrade."""
-    from .upgrade import upgrade_net as upgrade
-    return upgrade(net)

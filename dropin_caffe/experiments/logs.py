@@ -29,11 +29,12 @@ import calendar
 import collections
 import csv
 import gzip
+import io
 import math
-import os
 import re
 
-from .errors import ConfigError
+from .. import files
+from ..errors import ConfigError
 
 Record = collections.namedtuple("Record", "iteration phase net name value")
 Record.__doc__ = """One logged value: phase "train" or "test", test net index (0 for train), output name."""
@@ -304,19 +305,13 @@ def _cell(value):
     return str(value)
 
 
-def write_csv(rows, path):
+def write_csv(rows, path, force=True):
     """Write `rows` (from `rows_for`, any number of logs) to `path` atomically; empty cell = not logged."""
     columns = csv_columns(rows)
-    directory, name = os.path.split(os.path.abspath(path))
-    partial = os.path.join(directory, ".%s.partial-%d" % (name, os.getpid()))
-    try:
-        with open(partial, "w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_cell(row.get(column)) for column in columns])
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(column)) for column in columns])
+    files.write_atomic(path, text.getvalue(), force)
     return columns

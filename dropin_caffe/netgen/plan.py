@@ -1,17 +1,15 @@
-"""expand_net's library: a Plan of rewrites applied to a net, the paper's presets, the summary.
+"""A Plan of rewrites for a net, and the paper's presets.
 
 A Plan names what to rewrite (`replicate`, `regularize`) and how (DropIn length, stagger, ...);
-`expand` applies it to a current-format net after upgrading old V1 files. The presets are the
-expanded nets of Smith, Hand & Doster (2015), built from the stock templates by the same code.
+`apply_plan` applies it to a current-format net. The presets are the expanded nets of Smith,
+Hand & Doster (2015), built from the stock templates by the same code.
 """
 import collections
 import dataclasses
 import typing
 
-from . import rewrite, shapes
-from .errors import ConfigError
-
-WEIGHT_TYPES = {"Convolution", "Deconvolution", "InnerProduct"}
+from . import rewrite
+from ..errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -84,73 +82,24 @@ def preset_plan(name, depth=None):
     return preset.template, plan
 
 
-def train_shapes(net, input_shapes=None):
-    """Blob shapes of the TRAIN phase (None where unknown)."""
-    return shapes.infer(net, "TRAIN", input_shapes)[0]
-
-
-def expand(net, plan, iter_size=1, input_shapes=None):
-    """Apply `plan` to a copy of `net` (already upgraded). Returns (expanded net, notices)."""
+def apply_plan(net, plan, shapes, iter_size=1):
+    """Apply `plan` to a copy of `net` (already upgraded). `shapes` are the TRAIN shapes of `net`
+    (`shapes.infer`); the rewrites add the shapes of the blobs they make, so the net is inferred
+    once, not once per rewrite. Returns (expanded net, notes)."""
     if plan.dropin and plan.replicate and (not isinstance(plan.length, int) or plan.length < 1):
         raise ConfigError("--dropin-length L must be an integer >= 1 (iterations for new layers to enter), "
                           "got %s; or pass --no-dropin for the plain expanded net" % (plan.length,))
     if plan.stagger < 0:
         raise ConfigError("--stagger must be an integer >= 0, got %d" % plan.stagger)
-    net = net.copy()
-    notices = []
+    net, shapes, notes = net.copy(), dict(shapes), []
     filler = rewrite.gaussian_filler(plan.replica_std) if plan.replica_std is not None else None
     dropin = {"length": plan.length, "iter_size": iter_size} if plan.dropin else None
     for name, count in plan.replicate:
         rewrite.replicate(net, name, count, dropin=dropin, p_top=plan.p_top, activation=plan.activation,
-                          kernel=plan.kernel, filler=filler, names=plan.names.get(name),
-                          shapes=train_shapes(net, input_shapes), notices=notices)
+                          kernel=plan.kernel, filler=filler, names=plan.names.get(name), shapes=shapes,
+                          notices=notes)
     for name, p_new in plan.regularize:
-        rewrite.regularize(net, name, p_new, train_shapes(net, input_shapes), iter_size=iter_size,
-                           p_top=plan.p_top, notices=notices)
+        rewrite.regularize(net, name, p_new, shapes, iter_size=iter_size, p_top=plan.p_top, notices=notes)
     if plan.stagger:
         rewrite.stagger(net, plan.stagger)
-    return net, notices
-
-
-def _format_shape(shape):
-    if shape is None:
-        return "?"
-    return "x".join(map(str, shape)) if shape else "scalar"
-
-
-def _totals(layer_shapes):
-    weights = sum(1 for info in layer_shapes if info.type in WEIGHT_TYPES)
-    learnable = [info.params for info in layer_shapes if info.type != "Python"]
-    total = None if None in learnable else sum(learnable)
-    return weights, total
-
-
-def summary(original, expanded, input_shapes=None, phase="TRAIN"):
-    """A text table: every layer of `expanded` with its output shapes and parameter count, DropIn
-    and Resize marked, then totals for `original` and `expanded`."""
-    _, rows = shapes.infer(expanded, phase, input_shapes)
-    layers = {layer.get("name"): layer for layer in rewrite.layers(expanded)}
-    lines = []
-    for info in rows:
-        layer = layers.get(info.name)
-        kind = (shapes.our_layer(layer) if layer is not None else None) or info.type
-        mark = "*" if kind in ("DropIn", "Resize") else " "
-        outputs = ", ".join(_format_shape(shape) for _, shape in info.tops) or "-"
-        params = "?" if info.params is None else "{:,}".format(info.params)
-        lines.append((mark + info.name, kind, outputs, params))
-    widths = [max(len(row[i]) for row in lines + [("layer", "type", "output", "params")]) for i in range(4)]
-    out = ["%-*s  %-*s  %-*s  %*s" % (widths[0], " layer", widths[1], "type", widths[2], "output (%s)" % phase,
-                                      widths[3], "params")]
-    out += ["%-*s  %-*s  %-*s  %*s" % (widths[0], a, widths[1], b, widths[2], c, widths[3], d)
-            for a, b, c, d in lines]
-    before = _totals(shapes.infer(original, phase, input_shapes)[1])
-    after = _totals(rows)
-    marked = sum(1 for line in lines if line[0].startswith("*"))
-    unknown = sum(1 for line in lines if "?" in line[2])
-    count = lambda n: "?" if n is None else "{:,}".format(n)  # noqa: E731
-    out.append("original: %d weight layers, %s parameters; expanded: %d weight layers, %s parameters, "
-               "%d DropIn/Resize layers (*)" % (before[0], count(before[1]), after[0], count(after[1]), marked))
-    if unknown:
-        out.append("%d layers have outputs of unknown shape (?): a layer type shape inference does not know, or "
-                   "a data layer without a shape (give it with --input-shape BLOB=C,H,W)" % unknown)
-    return "\n".join(out)
+    return net, notes

@@ -7,21 +7,21 @@ boxes are placed by rank (longest path from the data layers), left to right with
 from matplotlib.patches import FancyArrowPatch
 from matplotlib.path import Path
 
-from . import rewrite, shapes
+from . import rewrite
+from .vocabulary import LEARNED_TYPES, is_data, our_layer
 
 COLOURS = {"DropIn": "#f4a340", "Resize": "#c39bd3", "data": "#d5d8dc", "weights": "#aed6f1", "other": "#ffffff"}
 SKIP = "#b9770e"
-WEIGHT_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale", "PReLU"}
 
 
 def kind(layer):
     """'DropIn', 'Resize', 'data', 'weights' or 'other': what colour a layer is drawn in."""
-    ours = shapes.our_layer(layer)
+    ours = our_layer(layer)
     if ours:
         return ours
-    if layer.get("type") in shapes.DATA_TYPES or not layer.get_all("bottom"):
+    if is_data(layer):
         return "data"
-    return "weights" if layer.get("type") in WEIGHT_TYPES else "other"
+    return "weights" if layer.get("type") in LEARNED_TYPES else "other"
 
 
 def graph(net):
@@ -33,7 +33,7 @@ def graph(net):
             boxes[producer[tops[0]]][0] += "\n+ %s (%s)" % (layer.get("name"), layer.get("type"))
             continue
         index = len(boxes)
-        boxes.append(["%s (%s)" % (layer.get("name"), shapes.our_layer(layer) or layer.get("type")), kind(layer)])
+        boxes.append(["%s (%s)" % (layer.get("name"), our_layer(layer) or layer.get("type")), kind(layer)])
         edges += [(producer[b], index, b) for b in bottoms if b in producer]
         for top in tops:
             producer[top] = index

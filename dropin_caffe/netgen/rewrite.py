@@ -19,12 +19,10 @@ import difflib
 import json
 import math
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .prototxt import Message
-from .shapes import DATA_TYPES, DROPIN_MODULE, our_layer
-
-CONV_TYPES = {"Convolution", "Deconvolution"}
-ACTIVATION_TYPES = {"ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "Power", "BNLL"}
+from .vocabulary import ACTIVATION_TYPES, CONV_TYPES, DROPIN_MODULE, in_place as _in_place, is_data, is_loss, \
+    our_layer
 
 
 def layers(net):
@@ -50,10 +48,6 @@ def find_layer(net, name, option="--replicate"):
         raise ConfigError("%s: %d layers are named %r (one per phase?); rewrite a layer whose name is unique"
                           % (option, len(found), name))
     return found[0]
-
-
-def _in_place(layer, blob):
-    return layer.get_all("bottom") == [blob] and layer.get_all("top") == [blob]
 
 
 def unit(net, layer):
@@ -177,10 +171,10 @@ def _rewire(later_layers, old, new):
 def check_replicable(layer, shapes=None):
     kind = layer.get("type")
     name = layer.get("name")
-    if kind in DATA_TYPES or not layer.get_all("bottom"):
+    if is_data(layer):
         raise ConfigError("--replicate %s: %s is a data layer; replicate a layer that computes on a blob"
                           % (name, kind))
-    if kind.endswith("Loss") or kind == "Accuracy":
+    if is_loss(kind) or kind == "Accuracy":
         raise ConfigError("--replicate %s: %s is a loss or accuracy layer; replicate a weight layer "
                           "such as a Convolution before it" % (name, kind))
     if len(layer.get_all("top")) != 1 or len(layer.get_all("bottom")) != 1:
@@ -204,8 +198,10 @@ def replicate(net, name, count, dropin=None, p_top=False, activation=None, kerne
     dropin: the DropIn config of each join ({"length": L, "iter_size": n}), or None for plain replicas.
     activation: a type ("ReLU") appended in place to replicas whose unit has no activation.
     kernel, filler: override the replicas' kernel size and weight filler (a Message).
-    names: explicit replica names (default NAME_1 ... NAME_K). shapes: blob -> inferred shape.
+    names: explicit replica names (default NAME_1 ... NAME_K).
+    shapes: blob -> inferred shape; the shapes of the blobs added are added to it.
     """
+    shapes = shapes if shapes is not None else {}
     if not isinstance(count, int) or count < 1:
         raise ConfigError("--replicate %s=%s: the number of replicas must be an integer >= 1" % (name, count))
     notices = notices if notices is not None else []
@@ -237,11 +233,12 @@ def replicate(net, name, count, dropin=None, p_top=False, activation=None, kerne
         if dropin is not None:
             join = _fresh(taken, replica_name + "_dropin")
             if p_top:
-                _fresh(taken, join + "_p")
+                shapes[_fresh(taken, join + "_p")] = (1,)
             block.append(dropin_layer(join, chain, replica_name, join, dropin, p_top))
             chain = join
         else:
             chain = replica_name
+        shapes[replica_name] = shapes[chain] = shapes.get(original.get("top"))
         inserted += block
     _insert_after(net, members[-1], inserted)
     all_layers = layers(net)
@@ -290,6 +287,7 @@ def regularize(net, name, p_new, shapes, iter_size=1, p_top=False, notices=None)
         flat = _fresh(taken, "%s_flat" % prev)
         block.append(Message([["name", flat], ["type", "Flatten"], ["bottom", prev], ["top", flat]]))
         prev, shape = flat, (shape[0], int(math.prod(shape[1:])))
+        shapes[flat] = shape
     if shape != tuple(new_shape):
         resized = _fresh(taken, "%s_resized" % prev)
         block.append(resize_layer(resized, prev, resized, new_shape))
@@ -297,10 +295,14 @@ def regularize(net, name, p_new, shapes, iter_size=1, p_top=False, notices=None)
             notices.append("--regularize %s: prev %s %s is resized to %s by a Resize layer" % (
                 name, weight_layer.get("bottom"), tuple(prev_shape), tuple(new_shape)))
         prev = resized
+        shapes[resized] = tuple(new_shape)
     join = _fresh(taken, name + "_dropin")
     top = join if dropout.get("top") == new else dropout.get("top")  # an in-place Dropout's blob was `new`
     block.append(dropin_layer(join, prev, new, top,
                               {"mode": "regularize", "p_new": p_new, "iter_size": iter_size}, p_top))
+    shapes[top] = tuple(new_shape)
+    if p_top:
+        shapes[top + "_p"] = (1,)
     _insert_after(net, dropout, block)
     net.fields = [field for field in net.fields if field[1] is not dropout]
     all_layers = layers(net)

@@ -7,21 +7,18 @@
   Over seeds they show the mean and the min-max range (no error model: seeds are few). The
   plots take `colours`, an optional {configuration: colour}, so that several figures agree;
   by default configuration i gets matplotlib's "Ci".
-- `plot_log_main`: the `tools/plot_log.py` command line, for any Caffe logs.
+- `log_labels` and `save_figure` (atomic) for whoever saves the figures.
 
-Importing this module does not import matplotlib; the command line picks the Agg backend.
+Importing this module does not import matplotlib; the command lines pick the Agg backend.
 """
-import argparse
 import math
 import os
-import sys
 import textwrap
 
 import numpy as np
 
-from . import kernels
-from .errors import ConfigError, DropInCaffeError
-from .logs import read_log, rows_for, write_csv
+from .. import files, kernels
+from ..errors import ConfigError
 
 
 def plot_schedule(ax, length, starts=(0,), iterations=None, measured_units=0, seed=0):
@@ -55,7 +52,7 @@ def plot_schedule(ax, length, starts=(0,), iterations=None, measured_units=0, se
 LOWER_IS_BETTER = ("loss", "error")
 
 
-def _palette(runs, colours):
+def palette(runs, colours=None):
     """{configuration: colour}: from `colours` where given, else matplotlib's cycle C0..C9 by position."""
     colours = colours or {}
     return {name: colours.get(name, "C%d" % (index % 10)) for index, name in enumerate(runs)}
@@ -136,11 +133,11 @@ def plot_accuracy(ax, runs, output=None, show_p=True, colours=None):
     DropIn p (the legend is then on `ax`).
     """
     names, handles, p_series = set(), [], []
-    palette = _palette(runs, colours)
+    colour_of = palette(runs, colours)
     for configuration, logs in runs.items():
         key = _output_key(output, logs)
         if key is not None:
-            line = _draw_band(ax, _test_series(logs, key), palette[configuration],
+            line = _draw_band(ax, _test_series(logs, key), colour_of[configuration],
                               _seeds_label(configuration, logs))
             if line is not None:
                 names.add(key[1])
@@ -148,7 +145,7 @@ def plot_accuracy(ax, runs, output=None, show_p=True, colours=None):
         if show_p:
             tables = [log.dropin_p() for log in logs]
             for name in dict.fromkeys(name for table in tables for name in table):
-                p_series.append((palette[configuration], [table.get(name, {}) for table in tables]))
+                p_series.append((colour_of[configuration], [table.get(name, {}) for table in tables]))
     if not handles:
         raise ConfigError("no test output %sin any log of %s; plot the train loss instead (plot_loss)"
                           % ("%r " % output if output else "", ", ".join(runs) or "no configuration"))
@@ -172,10 +169,10 @@ def plot_accuracy(ax, runs, output=None, show_p=True, colours=None):
 def plot_loss(ax, runs, colours=None):
     """The solver's train loss vs iteration on a log scale: per configuration the mean over seeds
     and a min-max band (values <= 0 or not finite are left out)."""
-    drawn, palette = [], _palette(runs, colours)
+    drawn, colour_of = [], palette(runs, colours)
     for configuration, logs in runs.items():
         series = [{i: v for i, v in log.train_loss.items() if v > 0} for log in logs]
-        if _draw_band(ax, series, palette[configuration], _seeds_label(configuration, logs)) is not None:
+        if _draw_band(ax, series, colour_of[configuration], _seeds_label(configuration, logs)) is not None:
             drawn.extend(v for one in series for v in one.values())
     if not drawn:
         raise ConfigError("no positive train loss in any log of %s; check that they are caffe train logs"
@@ -216,7 +213,7 @@ def _bests(logs, key):
 def plot_final_bars(ax, runs, output=None, colours=None):
     """Final test accuracy (or `output`) per configuration: a bar at the mean over seeds, a
     min-max error bar and a dot per seed."""
-    labels, names, palette = [], set(), _palette(runs, colours)
+    labels, names, colour_of = [], set(), palette(runs, colours)
     for configuration, logs in runs.items():
         key = _output_key(output, logs)
         finals = _finals(logs, key) if key else []
@@ -224,7 +221,7 @@ def plot_final_bars(ax, runs, output=None, colours=None):
             continue
         names.add(key[1])
         x, mean = len(labels), float(np.mean(finals))
-        ax.bar(x, mean, width=0.6, color=palette[configuration], alpha=0.75)
+        ax.bar(x, mean, width=0.6, color=colour_of[configuration], alpha=0.75)
         ax.errorbar([x], [mean], yerr=[[mean - min(finals)], [max(finals) - mean]], fmt="none",
                     ecolor="black", capsize=5, linewidth=1)
         ax.scatter(x + np.linspace(-0.15, 0.15, len(finals)) if len(finals) > 1 else [x], finals,
@@ -282,25 +279,6 @@ def markdown_summary(runs, output=None):
 FIGURE_EXTENSIONS = (".png", ".svg")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line (and an exception the main turns into exit code 2)."""
-
-    def error(self, message):
-        raise ConfigError("%s (see --help)" % message)
-
-
-def plot_log_parser():
-    parser = _Parser(prog="plot_log.py", allow_abbrev=False,
-                     description="Plot Caffe training logs (any caffe train output, ours or not): one curve "
-                                 "per log, its test accuracy (else its first test output, else its train loss), "
-                                 "with DropIn p(t) dashed on a second axis when the log has it.")
-    parser.add_argument("logs", nargs="+", metavar="LOG", help="caffe train logs (glog text, or .gz)")
-    parser.add_argument("-o", "--output", required=True, metavar="PLOT", help="the figure, .png or .svg")
-    parser.add_argument("--csv", metavar="TABLE", help="also write what was parsed as CSV")
-    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
-    return parser
-
-
 def log_labels(paths):
     """Short unique labels: file names, with as many parent directories as it takes to tell them apart."""
     parts = [os.path.normpath(path).split(os.sep) for path in paths]
@@ -311,82 +289,6 @@ def log_labels(paths):
     return list(paths)
 
 
-def save_figure(figure, path, dpi=110):
+def save_figure(figure, path, dpi=110, force=True):
     """Save atomically: a reader never sees half a file, and a failure leaves no partial file."""
-    root, ext = os.path.splitext(path)
-    partial = "%s.partial-%d%s" % (root, os.getpid(), ext)
-    try:
-        figure.savefig(partial, dpi=dpi)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-
-
-def _check_output(path, force, what, extensions=None):
-    if extensions and os.path.splitext(path)[1].lower() not in extensions:
-        raise ConfigError("%s must end in %s, got %s" % (what, " or ".join(extensions), path))
-    if os.path.isdir(path):
-        raise ConfigError("%s %s is a directory; give a file name" % (what, path))
-    if os.path.exists(path) and not force:
-        raise ConfigError("%s %s exists; pass --force to overwrite it" % (what, path))
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise ConfigError("%s %s: the directory %s does not exist" % (what, path, parent))
-
-
-def plot_log_main(argv=None, out=sys.stdout, err=sys.stderr):
-    """tools/plot_log.py LOG... -o PLOT.png [--csv TABLE.csv] [--force]; exit code 2 on any error."""
-    target = None
-    try:
-        args = plot_log_parser().parse_args(argv)
-        _check_output(args.output, args.force, "-o", FIGURE_EXTENSIONS)
-        if args.csv:
-            _check_output(args.csv, args.force, "--csv")
-            if os.path.abspath(args.csv) == os.path.abspath(args.output):
-                raise ConfigError("--csv and -o are both %s; give two files" % args.csv)
-        twice = sorted({path for path in args.logs if args.logs.count(path) > 1})
-        if twice:
-            raise ConfigError("log %s is given more than once; give each log once" % twice[0])
-        parsed = [read_log(path) for path in args.logs]
-        runs = dict(zip(log_labels(args.logs), ([log] for log in parsed)))
-
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        tested = {label: group for label, group in runs.items() if main_test_output(group)}
-        untested = {label: group for label, group in runs.items() if label not in tested}
-        panels = [kind for kind, group in (("test", tested), ("loss", untested)) if group]
-        figure, axes = plt.subplots(len(panels), 1, figsize=(8, 4.2 * len(panels)), squeeze=False)
-        try:
-            colours = _palette(runs, None)  # a log keeps its colour in both panels
-            for ax, kind in zip(axes[:, 0], panels):
-                if kind == "test":
-                    plot_accuracy(ax, tested, colours=colours)
-                else:
-                    plot_loss(ax, untested, colours=colours)
-                    ax.set_title("logs without a test phase", fontsize="medium")
-            figure.tight_layout()
-            target = args.output
-            save_figure(figure, args.output)
-        finally:
-            plt.close(figure)
-        if args.csv:
-            rows = [row for label, log in zip(runs, parsed) for row in rows_for(log, label, label, None)]
-            target = args.csv
-            write_csv(rows, args.csv)
-    except DropInCaffeError as error:
-        print("plot_log.py: %s" % error, file=err)
-        return 2
-    except OSError as error:
-        if target is None:
-            raise
-        print("plot_log.py: cannot write %s (%s); check the directory" % (target, error.strerror or error), file=err)
-        return 2
-    except SystemExit as done:  # --help
-        return done.code or 0
-    print(args.output, file=out)
-    if args.csv:
-        print(args.csv, file=out)
-    return 0
+    files.write_atomic(path, lambda partial: figure.savefig(partial, dpi=dpi), force)

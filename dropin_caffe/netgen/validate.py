@@ -17,9 +17,10 @@ import os
 import tempfile
 
 from . import prototxt
-from .errors import ConfigError
+from ..errors import ConfigError
 from .prototxt import Message
-from .shapes import SOURCE_PARAMS, infer, phase_net
+from .shapes import infer, phase_net
+from .vocabulary import SOURCE_PARAMS, phase as _phase
 
 
 def _source_missing(layer):
@@ -85,9 +86,7 @@ def load_net(net_message, phase, stages=()):
     caffe_pb2 and the layer types against Caffe's registry first, so a bad net is a ConfigError
     rather than a Caffe abort."""
     import caffe
-    phase = str(phase).upper()
-    if phase not in ("TRAIN", "TEST"):
-        raise ConfigError("phase must be TRAIN or TEST, got %r" % (phase,))
+    phase = _phase(phase)
     text = prototxt.dumps(net_message)
     _check_for_caffe(net_message, text, phase, stages)
     handle, path = tempfile.mkstemp(prefix="dropin-caffe-net.", suffix=".prototxt")
@@ -128,3 +127,48 @@ def check_net(net_message, phase, input_shapes=None, stages=()):
                                   "check the shapes given with --input-shape, else please report this net"
                                   % (blob, layer.type, layer.name, shape, got.get(blob), phase))
     return {blob: got[blob] for blob in shapes if blob in got}
+
+
+def prove(original, net, solver, shapes):
+    """Check an expansion with the Caffe in use: caffe_pb2 parses the emitted net and solver, and
+    caffe.Net builds the net in TRAIN and TEST (at batch 1, so that even VGG takes seconds).
+
+    `shapes` maps each phase to the net's inferred shapes. Returns notes for the checks that
+    could not be made (no Caffe here; an input net this Caffe's caffe_pb2 rejects; layer types
+    this Caffe lacks). Raises ConfigError where Caffe rejects the emitted files.
+    """
+    notes = []
+    try:
+        if not prototxt.check_with_caffe_pb2(prototxt.dumps(original), "net"):
+            return ["Caffe is not importable here: the emitted files were checked by shape inference only"]
+    except ConfigError:
+        notes.append("this Caffe's caffe_pb2 rejects the input net (a fork's layers or fields?): the emitted "
+                     "net was checked by shape inference only")
+        if solver is not None:
+            prototxt.check_with_caffe_pb2(prototxt.dumps(solver), "solver", filename="the emitted solver")
+        return notes
+    prototxt.check_with_caffe_pb2(prototxt.dumps(net), "net", filename="the emitted net")
+    if solver is not None:
+        prototxt.check_with_caffe_pb2(prototxt.dumps(solver), "solver", filename="the emitted solver")
+    import caffe
+    unknown = sorted({str(layer.get("type")) for layer in original.get_all("layer")} - set(caffe.layer_type_list()))
+    if unknown:
+        return notes + ["this Caffe has no layer type %s (a fork's?): the emitted net was checked by caffe_pb2 "
+                        "and shape inference, not built" % ", ".join(unknown)]
+    for phase in ("TRAIN", "TEST"):
+        load_net(_at_batch_one(with_dummy_data(net, phase, shapes[phase])), phase)
+    return notes
+
+
+def _at_batch_one(net):
+    """`net` with every DummyData and Input shape's first dim set to 1 (in place; returned)."""
+    for layer in net.get_all("layer"):
+        for key in ("dummy_data_param", "input_param"):
+            param = layer.get(key)
+            for shape in param.get_all("shape") if param is not None else ():
+                if shape.get_all("dim"):
+                    shape.fields[[f[0] for f in shape.fields].index("dim")][1] = 1
+            for field in param.fields if param is not None else ():
+                if field[0] == "num":  # DummyData's old num/channels/height/width form
+                    field[1] = 1
+    return net

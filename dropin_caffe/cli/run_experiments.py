@@ -1,0 +1,120 @@
+"""run_experiments: train an experiment's configurations x seeds with `caffe train`, then report.
+
+Configurations are expand_net arguments; this command's expand_net parser turns them into the
+keywords the runner builds each net with. Progress is one status line with an ETA.
+"""
+import argparse
+import os
+import threading
+import time
+
+from ..experiments import config, report, runner
+from . import expand_net
+from ..errors import ConfigError
+from .common import Parser, shell
+
+
+def parser():
+    listing = "\n".join("  %-16s %s" % (name, e.description) for name, e in config.BUILTIN.items())
+    p = Parser(prog="run_experiments.py", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+               description="Train an experiment's configurations x seeds with the real `caffe train`, "
+                           "then write results.csv, plots and summary.md.",
+               epilog="built-in experiments:\n%s\nor a JSON file: see dropin_caffe/experiments/config.py" % listing)
+    p.add_argument("experiment", help="a built-in experiment or a JSON file")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="run these seeds instead")
+    p.add_argument("--iterations", type=int, metavar="N", help="train each run for N iterations instead")
+    p.add_argument("--dataset", choices=["mnist", "fashion_mnist", "cifar10"], help="use this dataset instead")
+    p.add_argument("--source", metavar="PATH", help="your own data: MNIST IDX files or CIFAR-10 batches "
+                   "(a directory or archive); default: the embedded MNIST / Fashion-MNIST")
+    p.add_argument("-o", "--output-dir", metavar="DIR", help="default: out/EXPERIMENT")
+    p.add_argument("--data-dir", metavar="DIR", default=os.path.join("out", "data"),
+                   help="where the LMDBs are made and reused (default out/data)")
+    p.add_argument("--jobs", type=int, default=2, metavar="N", help="runs at once (default 2, one core each)")
+    p.add_argument("--report-only", action="store_true", help="only parse the finished runs and plot")
+    return p
+
+
+def keywords(arguments):
+    """expand_net keywords from a configuration's expand_net arguments."""
+    args = expand_net.parser().parse_args(list(arguments) + ["-o", "unused"])
+    return expand_net.keywords(args)
+
+
+class Progress(runner.Events):
+    """One status line over all runs: percent of all iterations, the runs going on, an ETA."""
+
+    def __init__(self, stream):
+        self.total, self.finished, self.current = 0, 0, {}
+        self.stream, self.tty = stream, stream.isatty()
+        self.started, self.last_print = time.time(), 0.0
+        self.lock = threading.Lock()
+
+    def start(self, total_iterations):
+        self.total, self.started = total_iterations, time.time()
+
+    def update(self, label, iteration):
+        with self.lock:
+            self.current[label] = iteration
+            self._show()
+
+    def finish(self, label, iterations, verdict):
+        with self.lock:
+            self.current.pop(label, None)
+            self.finished += iterations
+            self._show(message="%s: %s" % (label, verdict))
+
+    def say(self, text):
+        with self.lock:
+            self._show(message=text, bar=self.total > 0)
+
+    def _show(self, message=None, bar=True):
+        done = self.finished + sum(self.current.values())
+        elapsed = time.time() - self.started
+        eta = "%dm%02ds" % divmod(int(elapsed / done * (self.total - done)), 60) if done else "?"
+        filled = 30 * done // max(1, self.total)
+        line = "[%s%s] %3d%%  eta %s  %s" % ("#" * filled, "." * (30 - filled), 100 * done // max(1, self.total), eta,
+                                             "; ".join("%s it %d" % item for item in self.current.items()))
+        if message:
+            self.stream.write(("\r" + " " * 150 + "\r" if self.tty else "") + message + "\n")
+        if bar and self.tty:
+            self.stream.write("\r" + line[:150].ljust(150))
+        elif bar and (message or time.time() - self.last_print > 30):
+            self.stream.write(line + "\n")
+            self.last_print = time.time()
+        self.stream.flush()
+
+
+def _run(argv, out, err):
+    args = parser().parse_args(argv)
+    experiment = config.load(args.experiment)
+    if args.seeds:
+        experiment.seeds = args.seeds
+    if args.iterations is not None:
+        if args.iterations < 1:
+            raise ConfigError("--iterations must be >= 1, got %d" % args.iterations)
+        experiment.iterations = args.iterations
+        experiment.test_interval = min(experiment.test_interval, args.iterations)
+    if args.dataset:
+        experiment.dataset = args.dataset
+    if args.jobs < 1:
+        raise ConfigError("--jobs must be >= 1, got %d" % args.jobs)
+    out_dir = args.output_dir or os.path.join("out", config.slug(experiment.name))
+    if args.report_only:
+        runs, failed = runner.plan_runs(experiment, out_dir), []
+    else:
+        runs, failed = runner.run_experiment(experiment, out_dir, args.data_dir, keywords, args.source, args.jobs,
+                                             Progress(err))
+    summary, picture = report.report(experiment, runs, out_dir)
+    print(summary, file=out)
+    print("\nplot: %s (and .svg); table: %s; every value: %s" % (
+        picture, os.path.join(out_dir, "summary.md"), os.path.join(out_dir, "results.csv")), file=out)
+    if failed:
+        print("%d runs failed (see above); rerun the command to retry them" % len(failed), file=err)
+        return 1
+    return 0
+
+
+def main(argv=None, out=None, err=None):
+    """tools/run_experiments.py EXPERIMENT [...]: 0 done, 1 some runs failed, 2 bad input, 130 Ctrl-C."""
+    return shell("run_experiments.py", _run, argv, out, err,
+                 interrupted="stopped; finished runs are kept, run the same command to go on")

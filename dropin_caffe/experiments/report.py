@@ -1,0 +1,37 @@
+"""An experiment's results: every run's log parsed into results.csv, the plots, summary.md."""
+import os
+import textwrap
+
+from .. import files
+from ..errors import ConfigError
+from . import logs, plots
+
+
+def report(experiment, runs, out_dir):
+    """Write results.csv, the plots (PNG and SVG) and summary.md; return (summary text, plot path)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finished = [(run, logs.read_log(run.log)) for run in runs if run.finished]
+    if not finished:
+        raise ConfigError("no run of %s has finished; nothing to report" % experiment.name)
+    grouped, rows = {}, []  # {configuration: [Log per seed]} in the experiment's order; CSV rows
+    for run, log in finished:
+        grouped.setdefault(run.configuration, []).append(log)
+        rows += logs.rows_for(log, os.path.relpath(run.directory, out_dir), run.configuration, run.seed)
+    logs.write_csv(rows, os.path.join(out_dir, "results.csv"))
+    figure, axes = plt.subplots(1, 3, figsize=(19, 5.6), gridspec_kw={"width_ratios": [2.2, 1.5, 1.5]})
+    plots.plot_accuracy(axes[0], grouped)
+    plots.plot_loss(axes[1], grouped)
+    plots.plot_final_bars(axes[2], grouped)
+    figure.suptitle(textwrap.fill("%s: %s" % (experiment.name, experiment.description), 190), fontsize=10)
+    figure.tight_layout()
+    picture = os.path.join(out_dir, "%s.png" % experiment.name)
+    for path in (picture, os.path.splitext(picture)[0] + ".svg"):
+        plots.save_figure(figure, path)
+    plt.close(figure)
+    summary = plots.markdown_summary(grouped)
+    files.write_atomic(os.path.join(out_dir, "summary.md"),
+                       "# %s\n\n%s\n\n%s\n" % (experiment.name, experiment.description, summary), force=True)
+    return summary, picture

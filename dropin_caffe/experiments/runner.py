@@ -1,0 +1,211 @@
+"""Running an experiment (`config.Experiment`): every configuration x seed trained with the real
+`caffe train`, two runs at a time by default.
+
+A configuration's expand_net arguments become `expand_net` keywords through the `keywords`
+function the caller gives (the command line's own parser), so a run builds exactly the net the
+command line would. Each run lives in OUT/<configuration>/seed<N>/ (net, solver, caffe.log, done.json). A run with
+done.json is finished and skipped when the experiment is run again; Ctrl-C stops the current run
+and leaves the finished ones intact; a failed run is reported with its log's last lines and the
+others go on.
+"""
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+from .. import files
+from ..netgen import prototxt, rewrite, templates
+from ..netgen.expand import expand_net
+from ..netgen.plan import PRESETS
+from .config import slug
+
+
+@dataclasses.dataclass
+class Run:
+    configuration: str
+    seed: int
+    directory: str
+
+    @property
+    def log(self):
+        return os.path.join(self.directory, "caffe.log")
+
+    @property
+    def done(self):
+        return os.path.join(self.directory, "done.json")
+
+    @property
+    def finished(self):
+        return os.path.exists(self.done)
+
+
+def plan_runs(experiment, out_dir):
+    # Seed by seed, so that every configuration has a first result early.
+    return [Run(name, seed, os.path.join(out_dir, slug(name), "seed%d" % seed))
+            for seed in experiment.seeds for name in experiment.configurations]
+
+
+def build_run(experiment, run, data, keywords):
+    """Write the run's net and solver (expand_net with `keywords`, pointed at `data`); return the
+    solver's path."""
+    keywords = dict(keywords)
+    template = keywords.get("template") or (PRESETS[keywords["preset"]].template if keywords.get("preset") else None)
+    if template:  # point the stock net at the dataset; a net that subtracts a mean gets the dataset's
+        settings = dict(keywords.get("settings") or {}, train_source=data["train_lmdb"],
+                        test_source=data["test_lmdb"], image_shape=list(data["shape"]))
+        defaults = templates.NETS[template].defaults
+        if defaults["mean_file"] is not None or defaults["mean_value"] is not None:
+            settings["mean_file"] = data["mean_file"]
+        keywords["settings"] = settings
+    built = expand_net(**dict(keywords, validate=False))
+    net = built.net
+    for index, (layer, config) in enumerate(rewrite.dropin_configs(net)):
+        config["seed"] = run.seed * 1000 + index  # reproducible masks per seed
+        layer.get("python_param").set("param_str", json.dumps(config))
+    os.makedirs(run.directory, exist_ok=True)
+    net_path = os.path.join(run.directory, "net.prototxt")
+    solver = built.solver.copy()
+    test_batch = _test_batch(net)
+    for key, value in (("net", net_path), ("max_iter", experiment.iterations),
+                       ("test_interval", experiment.test_interval),
+                       ("test_iter", max(1, -(-data["test_count"] // test_batch))),
+                       ("display", max(1, experiment.test_interval // 4)), ("random_seed", run.seed),
+                       ("snapshot", 0), ("snapshot_after_train", False),
+                       ("snapshot_prefix", os.path.join(run.directory, "snapshot")),
+                       ("solver_mode", prototxt.Enum("CPU"))):
+        solver.set(key, value)
+    solver_path = os.path.join(run.directory, "solver.prototxt")
+    prototxt.write(net_path, net, force=True)
+    prototxt.write(solver_path, solver, force=True)
+    return solver_path
+
+
+def _test_batch(net):
+    for layer in net.get_all("layer"):
+        include = layer.get("include")
+        param = layer.get("data_param")
+        if param is not None and include is not None and include.get("phase") == "TEST":
+            return param.get("batch_size", 1)
+    return 100
+
+
+ITERATION = re.compile(r"Iteration (\d+)")
+
+
+class Events:
+    """What a running experiment reports; the command line draws it as a progress bar."""
+
+    def start(self, total_iterations):
+        """Training starts: `total_iterations` over all the runs to do."""
+
+    def update(self, label, iteration):
+        """Run `label` is at `iteration`."""
+
+    def finish(self, label, iterations, verdict):
+        """Run `label` ended (`verdict`: "done in N s" or "FAILED")."""
+
+    def say(self, text):
+        """A message for the user (data preparation, a failed run's log)."""
+
+
+STOP = threading.Event()  # set on Ctrl-C: every run going on stops Caffe, no new run starts
+
+
+def train(run, solver_path, events, iterations, threads=None):
+    """`caffe train` one run, its log to run.log. Returns (finished, the log's last lines). A run
+    is finished only if Caffe exited 0 and its log reached `iterations` (on SIGINT Caffe stops
+    early, yet says "Optimization Done." and exits 0)."""
+    environ = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
+    if threads:
+        environ["OPENBLAS_NUM_THREADS"] = str(threads)
+    label = "%s, seed %d" % (run.configuration, run.seed)
+    started = time.time()
+    with open(run.log + ".partial", "w") as log:
+        process = subprocess.Popen(["caffe", "train", "--solver=" + solver_path], stdout=log,
+                                   stderr=subprocess.STDOUT, env=environ)
+        try:
+            iteration = 0
+            while process.poll() is None and not STOP.is_set():
+                time.sleep(0.5)
+                iteration = _last_iteration(run.log + ".partial", iteration)
+                events.update(label, iteration)
+        finally:
+            if process.poll() is None:  # Ctrl-C or an error here: stop Caffe, keep the finished runs
+                process.send_signal(signal.SIGINT)
+                process.wait()
+    os.replace(run.log + ".partial", run.log)
+    with open(run.log, errors="replace") as f:
+        text = f.read()
+    reached = max(map(int, ITERATION.findall(text)), default=0)
+    ok = process.returncode == 0 and "Optimization Done." in text and reached >= iterations
+    if ok:
+        files.write_atomic(run.done, json.dumps({"seconds": round(time.time() - started, 1),
+                                                 "iterations": iterations}), force=True)
+    events.finish(label, iterations, "done in %.0f s" % (time.time() - started) if ok else
+                  "FAILED" if not STOP.is_set() else "stopped at iteration %d" % reached)
+    return ok, _why(text.splitlines())
+
+
+REASON = re.compile(r"^[FE]\d{4} |Error|error:|Check failed|dropin_caffe: |terminate called")
+
+
+def _why(lines):
+    """The lines of a failed run's log that say why: from the first error on, else the last ones."""
+    first = next((i for i, line in enumerate(lines) if REASON.search(line)), max(0, len(lines) - 12))
+    return lines[first:first + 12]
+
+
+def _last_iteration(path, previous):
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 4000))
+            found = ITERATION.findall(f.read().decode(errors="replace"))
+    except OSError:
+        return previous
+    return int(found[-1]) if found else previous
+
+
+def run_experiment(experiment, out_dir, data_dir, keywords, source=None, jobs=1, events=None):
+    """Train every unfinished run of `experiment`; returns (runs, failed runs). `keywords` turns a
+    configuration's expand_net arguments into expand_net keywords; `events` (an `Events`) hears
+    about the progress."""
+    from . import datasets
+    events = events or Events()
+    subset = "%s_%s_%s" % (experiment.dataset, experiment.train_count or "all", experiment.test_count or "all")
+    if source:  # the user's own files get their own folder, beside the embedded data's
+        subset += "_" + hashlib.sha256(os.path.abspath(source).encode()).hexdigest()[:8]
+    data = datasets.prepare(experiment.dataset, os.path.join(data_dir, subset), experiment.train_count,
+                            experiment.test_count, source, log=events.say)
+    runs = plan_runs(experiment, out_dir)
+    todo = [run for run in runs if not run.finished]
+    if len(todo) < len(runs):
+        events.say("%d of %d runs already finished in %s; running the other %d"
+                   % (len(runs) - len(todo), len(runs), out_dir, len(todo)))
+    solvers = [build_run(experiment, run, data, keywords(experiment.configurations[run.configuration]))
+               for run in todo]
+    events.start(experiment.iterations * len(todo))
+    failed = []
+
+    def one(run, solver):
+        if STOP.is_set():
+            return
+        ok, tail = train(run, solver, events, experiment.iterations, threads=1 if jobs > 1 else None)
+        if not ok and not STOP.is_set():
+            failed.append(run)
+            events.say("run %s failed; the end of its log %s:\n  %s" % (run.directory, run.log, "\n  ".join(tail)))
+
+    STOP.clear()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        try:
+            for future in [pool.submit(one, run, solver) for run, solver in zip(todo, solvers)]:
+                future.result()
+        except KeyboardInterrupt:
+            STOP.set()
+            raise
+    return runs, failed

@@ -1,0 +1,266 @@
+"""expand_net as a library: read -> upgrade -> rewrite -> infer -> validate, one function.
+
+    from dropin_caffe import expand_net
+    expansion = expand_net("lenet_train_test.prototxt", replicate={"conv2": 3}, dropin_length=1000,
+                           solver="lenet_solver.prototxt")
+    print(expansion.table)
+    expansion.write("out/")          # out/lenet_train_test_dropin.prototxt, out/lenet_solver_dropin.prototxt
+
+Every keyword means exactly what the command-line flag of the same name means
+(`tools/expand_net.py --help`); `expand_net` returns an `Expansion` and writes nothing.
+"""
+import dataclasses
+import os
+import typing
+
+from .. import files
+from ..errors import ConfigError
+from . import plan as plans, prototxt, shapes as inference, solver as solvers, summary, templates, upgrade
+from . import validate as validation
+
+
+@dataclasses.dataclass
+class Expansion:
+    """An expanded net, its solver, and what expand_net prints about them.
+
+    net_text, solver_text: the emitted prototxts (solver_text None without a solver).
+    rows: the summary table as data (`summary.Row`: layer, type, TRAIN output shapes, parameter
+    count, marked = DropIn/Resize). notes: what the user should know (one line each).
+    original, expanded: `summary.Totals` (weight layers, parameters, DropIn/Resize layers).
+    net_name, solver_name: the file names `write` gives them.
+    shapes: {phase: {blob: shape}} of the expanded net. title: its name in drawings.
+    """
+    net: prototxt.Message
+    solver: typing.Optional[prototxt.Message]
+    rows: list
+    notes: list
+    original: summary.Totals
+    expanded: summary.Totals
+    net_name: str
+    solver_name: typing.Optional[str]
+    shapes: dict
+    title: str
+
+    @property
+    def net_text(self):
+        return prototxt.dumps(self.net)
+
+    @property
+    def solver_text(self):
+        return None if self.solver is None else prototxt.dumps(self.solver)
+
+    @property
+    def table(self):
+        """The summary as expand_net prints it."""
+        return summary.render(self.rows, self.original, self.expanded)
+
+    def outputs(self, out_dir, draw=None):
+        """[(kind, path)] of what `write(out_dir, draw=draw)` writes."""
+        found = [("net", os.path.join(out_dir, self.net_name))]
+        if self.solver is not None:
+            found.append(("solver", os.path.join(out_dir, self.solver_name)))
+        return found + ([("drawing", draw)] if draw else [])
+
+    def write(self, out_dir, force=False, draw=None):
+        """Write the net (and solver, and with `draw` a .png/.svg drawing) into `out_dir`, all or
+        none: every path is checked before anything is written. Returns `outputs(out_dir, draw)`."""
+        written = self.outputs(out_dir, draw)
+        _check_out_dir(out_dir)
+        if draw and os.path.splitext(draw)[1].lower() not in (".png", ".svg"):
+            raise ConfigError("--draw needs a .png or .svg file, got %s" % draw)
+        for kind, path in written:
+            files.check_output(path, force, parent_may_be_missing=kind != "drawing")
+        # The solver's `net` is the written net's absolute path (Caffe resolves it from its own cwd).
+        solver = None
+        if self.solver is not None:
+            solver = self.solver.copy()
+            solver.set("net", os.path.abspath(written[0][1]))
+        contents = [prototxt.dumps(self.net)] + ([prototxt.dumps(solver)] if solver is not None else [])
+        if draw:
+            contents.append(self._drawing())
+        created = not os.path.isdir(out_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        try:
+            files.write_all([(path, content) for (_, path), content in zip(written, contents)], force)
+        except BaseException:
+            if created and not os.listdir(out_dir):
+                os.rmdir(out_dir)
+            raise
+        return written
+
+    def _drawing(self):
+        """A function that saves the drawing of the TRAIN net to a given path."""
+        try:
+            import matplotlib
+        except ImportError:
+            raise ConfigError("--draw needs matplotlib: pip install matplotlib") from None
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from . import draw
+        net = inference.phase_net(self.net, "TRAIN")
+        figure, ax = plt.subplots(figsize=draw.figure_size(net))
+        draw.draw_net(ax, net, self.shapes["TRAIN"], self.title)
+        figure.tight_layout()
+
+        def save(path):
+            try:
+                figure.savefig(path, dpi=100)
+            finally:
+                plt.close(figure)
+        return save
+
+
+def _check_out_dir(out_dir):
+    existing = os.path.abspath(out_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError("-o %s: %s is a file; give a directory for the outputs" % (out_dir, existing))
+
+
+def _is_text(value):
+    return "\n" in value or "{" in value
+
+
+def _read(value, what):
+    """A prototxt given as a Message, its text, or a path."""
+    if isinstance(value, prototxt.Message):
+        return value.copy()
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError("%s must be a path, prototxt text or a Message, got %s" % (what, type(value).__name__))
+    if isinstance(value, str) and _is_text(value):
+        return prototxt.parse(value, "<%s text>" % what)
+    return prototxt.read(value)
+
+
+def stem(path):
+    """A file name without its folder and its prototxt extensions (.prototxt, .pt, .txt, .gz)."""
+    name = os.path.basename(path)
+    for ext in (".gz", ".prototxt", ".pt", ".txt"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return name
+
+
+def _source(net, template, preset, depth, settings, solver):
+    """(name stem, net, solver or None, solver stem, plan, data shapes) of what is to be expanded."""
+    if sum(x is not None for x in (net, template, preset)) != 1:
+        raise ConfigError("give exactly one of a net, a template or a preset, got %s"
+                          % (", ".join(k for k, v in (("net", net), ("template", template), ("preset", preset))
+                                       if v is not None) or "none"))
+    plan = plans.Plan()
+    variables = {name: templates.parse_value(value) if isinstance(value, str) else value
+                 for name, value in (settings or {}).items()}
+    if net is None:
+        if solver is not None:
+            raise ConfigError("--solver goes with a net file; a template or preset brings its own solver")
+        if preset is not None:
+            template, plan = plans.preset_plan(preset, depth)
+        elif depth is not None:
+            raise ConfigError("--depth applies to --preset lenet-deep only")
+        name = plans.PRESETS[preset].stem if preset else template
+        tree = prototxt.parse(templates.render_net(template, **variables), "template %s" % template)
+        solver_tree = prototxt.parse(templates.render_solver(template), "solver of %s" % template)
+        data = {} if variables.get("dummy_data") else {"data": templates.data_shape(template, **variables)}
+        return name, tree, solver_tree, name + "_solver", plan, data
+    if variables:
+        raise ConfigError("--set gives template variables; it needs --template or --preset")
+    if depth is not None:
+        raise ConfigError("--depth applies to --preset lenet-deep only")
+    name = stem(net) if not _is_text_or_message(net) else "net"
+    tree = upgrade.upgrade_net(_read(net, "net"))
+    solver_tree = _read(solver, "solver") if solver is not None else None
+    solver_name = None
+    if solver is not None:
+        solver_name = stem(solver) if not _is_text_or_message(solver) else "solver"
+    return name, tree, solver_tree, solver_name, plan, {}
+
+
+def _is_text_or_message(value):
+    return isinstance(value, prototxt.Message) or (isinstance(value, str) and _is_text(value))
+
+
+def _pairs(value, option):
+    """A dict (or list of pairs) as a list of (name, value) pairs."""
+    if value is None:
+        return []
+    pairs = list(value.items()) if isinstance(value, dict) else list(value)
+    names = [name for name, _ in pairs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError("%s %s is given twice; give each layer once" % (option, twice[0]))
+    return pairs
+
+
+def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top, add_activation, replica_kernel,
+             replica_std):
+    plan.replicate += _pairs(replicate, "--replicate")
+    plan.regularize += _pairs(regularize, "--regularize")
+    for name, count in plan.replicate:
+        if type(count) is not int or count < 1:
+            raise ConfigError("--replicate %s=%s: K, the number of replicas, must be >= 1" % (name, count))
+    for name, p_new in plan.regularize:
+        if isinstance(p_new, bool) or not isinstance(p_new, (int, float)) or not 0 < p_new <= 1:
+            raise ConfigError("--regularize %s=%s: P, the probability a unit comes from new, must lie in (0, 1]"
+                              % (name, p_new))
+    if dropin_length is not None:
+        if type(dropin_length) is not int or dropin_length < 1:
+            raise ConfigError("--dropin-length must be an integer >= 1, got %s" % (dropin_length,))
+        plan.length = dropin_length
+    if stagger is not None:
+        plan.stagger = stagger
+    plan.dropin = plan.dropin and dropin
+    plan.p_top = plan.p_top or p_top
+    if add_activation is not None:
+        if add_activation != "relu":
+            raise ConfigError("--add-activation must be relu, got %r" % (add_activation,))
+        plan.activation = "ReLU"
+    if replica_kernel is not None:
+        plan.kernel = replica_kernel
+    if replica_std is not None:
+        plan.replica_std = replica_std
+    return plan
+
+
+def expand_net(net=None, *, template=None, preset=None, replicate=None, regularize=None, dropin_length=None,
+               stagger=None, dropin=True, p_top=False, add_activation=None, replica_kernel=None, replica_std=None,
+               depth=None, input_shapes=None, solver=None, max_iter=None, solver_mode=None, settings=None,
+               validate=True):
+    """Expand a net into its DropIn variant; returns an `Expansion` (nothing is written).
+
+    net: a path, prototxt text or Message (current or V1 format); or template= a built-in stock net,
+    or preset= one of the paper's expanded nets (PRESETS). replicate: {LAYER: K}; regularize:
+    {DROPOUT_LAYER: P}; dropin=False is --no-dropin (the plain expanded net); input_shapes:
+    {BLOB: (C, H, W) or (N, C, H, W)}; settings: template variables (--set); solver: the original
+    solver (a path, text or Message); validate=False is --no-validate. The other
+    keywords are the flags of the same names.
+    """
+    name, original, solver_tree, solver_name, plan, data = _source(net, template, preset, depth, settings, solver)
+    plan = _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top, add_activation,
+                    replica_kernel, replica_std)
+    if net is not None and not plan.rewrites:
+        raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K or --regularize LAYER=P"
+                          % (net if not _is_text_or_message(net) else "the net"))
+    data.update(input_shapes or {})
+    found, original_layers = inference.infer(original, "TRAIN", data)
+    expanded, notes = plans.apply_plan(original, plan, found, solvers.iter_size(solver_tree))
+    suffix = "_" + plan.suffix if plan.suffix else ""
+    emitted_solver = None
+    if solver_tree is not None:
+        emitted_solver = solvers.expanded_solver(solver_tree, name + suffix + ".prototxt", plan.suffix, max_iter,
+                                                 solver_mode)
+        if emitted_solver.get("solver_mode") == "GPU":
+            notes.append("Caffe's `caffe train` refuses Python layers with several GPUs (--gpu=0,1); use "
+                         "one GPU, or pycaffe's python/train.py --solver %s --gpus 0 1" % (solver_name + suffix +
+                                                                                           ".prototxt"))
+    elif max_iter is not None or solver_mode is not None:
+        raise ConfigError("--max-iter and --solver-mode set the emitted solver; give it with --solver")
+    phases = {"TRAIN": inference.infer(expanded, "TRAIN", data), "TEST": inference.infer(expanded, "TEST", data)}
+    shapes = {phase: found for phase, (found, _) in phases.items()}
+    if validate:
+        notes += validation.prove(original, expanded, emitted_solver, shapes)
+    table = summary.rows(expanded, phases["TRAIN"][1])
+    return Expansion(expanded, emitted_solver, table, notes, summary.totals(summary.rows(original, original_layers)),
+                     summary.totals(table), name + suffix + ".prototxt",
+                     solver_name + suffix + ".prototxt" if solver_name else None, shapes, name + suffix)
