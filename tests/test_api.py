@@ -1,0 +1,114 @@
+"""The Python API: dropin_caffe.expand_net, Expansion, and the NetSpec helpers."""
+import os
+
+import caffe
+import pytest
+from caffe import layers as L
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
+
+import dropin_caffe
+from dropin_caffe import ConfigError, expand_net, netspec
+from dropin_caffe.cli.expand_net import main as expand_main
+from dropin_caffe.netgen import prototxt, templates
+
+
+def test_expand_net_on_a_template_a_preset_and_a_file(tmp_path, capsys):
+    preset = expand_net(preset="lenet-deep", depth=2, dropin_length=100, validate=False)
+    assert [row.layer for row in preset.rows if row.marked] == ["conv2_1_dropin", "conv2_2_dropin"]
+    assert (preset.original.weight_layers, preset.expanded.weight_layers, preset.expanded.ours) == (4, 6, 2)
+    assert preset.net_name == "lenet_deep_dropin.prototxt" and "base_lr" in preset.solver_text
+    template = expand_net(template="cifar10_quick", replicate={"conv2": 1}, dropin=False, validate=False)
+    assert template.net_name == "cifar10_quick_plain.prototxt" and template.expanded.ours == 0
+    path = tmp_path / "lenet.prototxt"
+    path.write_text(templates.render_net("lenet", dummy_data=True))
+    from_file = expand_net(str(path), replicate={"conv2": 1}, dropin_length=10)  # validated in Caffe
+    from_text = expand_net(path.read_text(), replicate={"conv2": 1}, dropin_length=10, validate=False)
+    assert from_file.net_text == from_text.net_text and from_file.solver_text is None
+    row = next(row for row in from_file.rows if row.layer == "conv2_1")
+    assert (row.type, row.shapes, row.params, row.marked) == ("Convolution", [(64, 50, 8, 8)], 62550, False)
+
+
+def test_the_command_line_writes_what_the_api_writes(tmp_path, capsys):
+    path = tmp_path / "lenet.prototxt"
+    path.write_text(templates.render_net("lenet", dummy_data=True))
+    assert expand_main([str(path), "--replicate", "conv2=2", "--dropin-length", "9", "-o", str(tmp_path / "cli"),
+                        "--no-validate", "-q"]) == 0
+    result = expand_net(str(path), replicate={"conv2": 2}, dropin_length=9, validate=False)
+    assert result.write(str(tmp_path / "api")) == [("net", str(tmp_path / "api" / "lenet_dropin.prototxt"))]
+    assert (tmp_path / "cli" / "lenet_dropin.prototxt").read_text() == (tmp_path / "api" / "lenet_dropin.prototxt").read_text()
+
+
+def test_write_refuses_to_overwrite_and_writes_all_or_nothing(tmp_path):
+    result = expand_net(preset="lenet-deep", validate=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lenet_deep_solver_dropin.prototxt").write_text("mine")
+    with pytest.raises(ConfigError, match="lenet_deep_solver_dropin.prototxt exists; pass --force"):
+        result.write(str(out))
+    assert sorted(os.listdir(str(out))) == ["lenet_deep_solver_dropin.prototxt"]  # the net was not written either
+    assert (out / "lenet_deep_solver_dropin.prototxt").read_text() == "mine"
+    with pytest.raises(ConfigError, match="--draw needs a .png or .svg file"):
+        result.write(str(tmp_path / "new"), draw=str(tmp_path / "net.pdf"))
+    assert not (tmp_path / "new").exists()
+    written = result.write(str(out), force=True)
+    assert [kind for kind, _ in written] == ["net", "solver"]
+    solver = prototxt.read(str(out / "lenet_deep_solver_dropin.prototxt"))
+    assert solver.get("net") == str(out / "lenet_deep_dropin.prototxt")
+
+
+def test_bad_keywords_raise_the_flags_errors():
+    with pytest.raises(ConfigError, match="--replicate conv2=0: K, the number of replicas, must be >= 1"):
+        expand_net(template="lenet", replicate={"conv2": 0}, validate=False)
+    with pytest.raises(ConfigError, match="give exactly one of a net, a template or a preset"):
+        expand_net(template="lenet", preset="lenet-deep")
+    with pytest.raises(ConfigError, match="nothing to rewrite"):
+        expand_net(templates.render_net("lenet"))
+
+
+def layer_text(net_param, name):
+    layer = next(layer for layer in net_param.layer if layer.name == name)
+    return text_format.MessageToString(layer)
+
+
+def test_netspec_helpers_emit_expand_nets_layers_and_build_in_caffe(tmp_path):
+    spec = caffe.NetSpec()
+    spec.data = L.Input(shape=dict(dim=[2, 50, 8, 8]))
+    spec.conv2_1 = L.Convolution(spec.data, num_output=50, kernel_size=3, pad=1)
+    spec.conv2_1_dropin, spec.conv2_1_dropin_p = netspec.dropin(spec.data, spec.conv2_1, 10, name="conv2_1_dropin",
+                                                                p_top=True)
+    spec.wide = netspec.resize(spec.conv2_1_dropin, channels=60, height=16, width=16)
+    mine = spec.to_proto()
+    path = tmp_path / "spec.prototxt"
+    path.write_text(str(mine))
+    net = caffe.Net(str(path), caffe.TRAIN)
+    assert net.blobs["wide"].data.shape == (2, 60, 16, 16) and net.blobs["conv2_1_dropin_p"].data.shape == (1,)
+
+    source = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 50 dim: 8 dim: 8 } } }\n'
+              'layer { name: "conv2" type: "Convolution" bottom: "data" top: "conv2" '
+              'convolution_param { num_output: 50 kernel_size: 3 pad: 1 } }\n')
+    expanded = caffe_pb2.NetParameter()
+    text_format.Merge(expand_net(source, replicate={"conv2": 1}, dropin_length=10, p_top=True, validate=False).net_text,
+                      expanded)
+    assert layer_text(mine, "conv2_1_dropin") == layer_text(expanded, "conv2_1_dropin").replace(
+        'bottom: "conv2"', 'bottom: "data"')
+
+
+def test_netspec_options_are_checked_before_caffe_starts():
+    spec = caffe.NetSpec()
+    spec.data = L.Input(shape=dict(dim=[2, 3]))
+    with pytest.raises(ConfigError, match='"length" must be an integer >= 1, got -5'):
+        netspec.dropin(spec.data, spec.data, -5)
+    with pytest.raises(ConfigError, match='mode "gradual" needs "length"'):
+        netspec.dropin(spec.data, spec.data)
+    with pytest.raises(ConfigError, match='"p_new" must be a number with 0 < value <= 1, got 2'):
+        netspec.dropin(spec.data, spec.data, mode="regularize", p_new=2)
+    with pytest.raises(ConfigError, match='"interp" must be one of'):
+        netspec.resize(spec.data, channels=4, interp="cubic")
+    with pytest.raises(ConfigError, match="give no channels, height or width with it"):
+        netspec.resize(spec.data, like=spec.data, channels=4)
+
+
+def test_public_names():
+    assert {"expand_net", "Expansion", "ConfigError", "DropInCaffeError", "netspec"} <= set(dropin_caffe.__all__)
+    assert dropin_caffe.netspec is netspec
