@@ -5,7 +5,10 @@ baseline_ms; a target is the ratio a case must not exceed (None: no target, show
 """
 import json
 import os
-import tempfile
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dropin_caffe import files  # noqa: E402
 
 
 def record(case, ours, ours_ms, baseline, baseline_ms):
@@ -25,18 +28,8 @@ def table(records, targets):
 
 
 def write_json(path, records):
-    """Write the records to `path` (if given) atomically: a temporary file in the same folder,
-    then os.replace; say where."""
+    """Write the records to `path` (if given) atomically, and say where."""
     if not path:
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".bench.", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(records, stream, indent=1)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    files.write_atomic(path, json.dumps(records, indent=1) + "\n", force=True)
     print("records written to %s" % path)
