@@ -162,8 +162,11 @@ def test_branching_net_is_readable(tmp_path):
 
 def test_skip_edges_are_dashed_and_neutral():
     net_text = draw.dot_source(*expanded(residual_net(2), {"res1a": 1}))
-    skips = [line for line in net_text.splitlines() if "dashed" in line]
+    edges = [line for line in net_text.splitlines() if " -> " in line]
+    skips = [line for line in edges if "dashed" in line]
     assert skips and all('color="%s"' % draw.SKIP in line for line in skips)
+    assert any('color="%s"' % draw.EDGE in line for line in edges)
+    assert all(colour not in net_text.split("->", 1)[1] for colour in HIGHLIGHTS)
 
 
 def test_quotes_in_names_and_title_are_escaped():

@@ -4,9 +4,9 @@ Caffe's own draw.py needs pydot and shows no shapes. Here in-place layers (ReLU,
 BatchNorm, ...) are folded into the node of the layer they act on, so a deep chain stays readable.
 `dot_source` writes the DOT text (pure); `render` runs the `dot` binary on it. dot places edge
 labels as nodes of their own and routes edges around boxes, so labels neither cover boxes nor run
-together, even in a 150-layer residual net. Skip and branch edges (an edge spanning several ranks,
-or one of several out of a node) are drawn dashed in a neutral grey; only DropIn and Resize nodes
-get a highlight fill.
+together, even in a 150-layer residual net. Skip edges (spanning several ranks) are dashed and grey,
+branch edges (one of several out of a node) grey; only DropIn and Resize nodes get a highlight
+fill.
 
 Without Graphviz, `draw_net` draws today's matplotlib picture: boxes placed by rank (longest path
 from the data layers), left to right within a rank.
@@ -136,9 +136,9 @@ def dot_source(net, shapes=None, title=None):
     for source, target, blob in edges:
         shape = shapes.get(blob)
         label = "x".join(map(str, shape)) if shape else "?"
-        skip = rank[target] - rank[source] > 1 or fan_out[source] > 1
-        style = ', color="%s", fontcolor="%s", style=dashed' % (SKIP, SKIP) if skip else \
-            ', color="%s", fontcolor="%s"' % (EDGE, EDGE)
+        skip, branch = rank[target] - rank[source] > 1, fan_out[source] > 1
+        colour = SKIP if skip or branch else EDGE
+        style = ', color="%s", fontcolor="%s"%s' % (colour, colour, ", style=dashed" if skip else "")
         lines.append("  n%d -> n%d [label=%s%s];" % (source, target, _quote(" %s " % label), style))
     lines.append("}")
     return "\n".join(lines) + "\n"
