@@ -1,17 +1,28 @@
-"""Draw a net as boxes and arrows with matplotlib, blob shapes on the edges, DropIn highlighted.
+"""Draw a net with Graphviz's dot, blob shapes on the edges, DropIn and Resize highlighted.
 
 Caffe's own draw.py needs pydot and shows no shapes. Here in-place layers (ReLU, in-place LRN,
-BatchNorm, ...) are folded into the box of the layer they act on, so a deep chain stays readable;
-boxes are placed by rank (longest path from the data layers), left to right within a rank.
-"""
-from matplotlib.patches import FancyArrowPatch
-from matplotlib.path import Path
+BatchNorm, ...) are folded into the node of the layer they act on, so a deep chain stays readable.
+`dot_source` writes the DOT text (pure); `render` runs the `dot` binary on it. dot places edge
+labels as nodes of their own and routes edges around boxes, so labels neither cover boxes nor run
+together, even in a 150-layer residual net. Skip edges (spanning several ranks) are dashed and grey,
+branch edges (one of several out of a node) grey; only DropIn and Resize nodes get a highlight
+fill.
 
+Without Graphviz, `draw_net` draws today's matplotlib picture: boxes placed by rank (longest path
+from the data layers), left to right within a rank.
+"""
+import os
+import shutil
+import subprocess
+
+from ..errors import ConfigError
 from . import rewrite
 from .vocabulary import LEARNED_TYPES, is_data, our_layer
 
 COLOURS = {"DropIn": "#f4a340", "Resize": "#c39bd3", "data": "#d5d8dc", "weights": "#aed6f1", "other": "#ffffff"}
-SKIP = "#b9770e"
+EDGE = "#444444"
+SKIP = "#8c8c8c"  # neutral: the highlight colours belong to DropIn and Resize alone
+INSTALL_GRAPHVIZ = "apt-get install graphviz"
 
 
 def kind(layer):
@@ -57,6 +68,9 @@ def layout(boxes, edges):
 
 def draw_net(ax, net, shapes=None, title=None):
     """Draw `net` (one phase) on `ax`; `shapes` maps blob names to shapes for the edge labels."""
+    from matplotlib.patches import FancyArrowPatch  # here: dot's drawing needs no matplotlib
+    from matplotlib.path import Path
+
     boxes, edges = graph(net)
     x, rank = layout(boxes, edges)
     shapes = shapes or {}
@@ -64,7 +78,7 @@ def draw_net(ax, net, shapes=None, title=None):
         start, end = (x[source] * 3, -rank[source]), (x[target] * 3, -rank[target])
         shape = shapes.get(blob)
         label = "x".join(map(str, shape)) if shape else "?"
-        if rank[target] - rank[source] > 1:  # a skip (DropIn's prev): bend it right, around the boxes
+        if rank[target] - rank[source] > 1:  # a skip (DropIn's prev, a residual): bend it around the boxes
             bend = 1.2 + 0.15 * (rank[target] - rank[source])
             corner = ((start[0] + end[0]) / 2 + bend, (start[1] + end[1]) / 2)
             points = [(start[0] + 0.9, start[1]), corner, (end[0] + 0.9, end[1] + 0.05)]
@@ -93,3 +107,55 @@ def figure_size(net):
     boxes, edges = graph(net)
     x, rank = layout(boxes, edges)
     return max(6.0, 2.2 * (max(x) - min(x) + 2)), max(3.0, 0.62 * (max(rank) + 1))
+
+
+def dot_path():
+    """The path of Graphviz's `dot`, or None when it is not installed."""
+    return shutil.which("dot")
+
+
+def _quote(text):
+    return '"%s"' % str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def dot_source(net, shapes=None, title=None):
+    """DOT text drawing `net` (one phase) top to bottom; `shapes` maps blob names to shapes."""
+    boxes, edges = graph(net)
+    _, rank = layout(boxes, edges)
+    shapes = shapes or {}
+    fan_out = {}
+    for source, _, _ in edges:
+        fan_out[source] = fan_out.get(source, 0) + 1
+    lines = ["digraph net {",
+             "  graph [rankdir=TB, nodesep=0.3, ranksep=0.35, fontname=Helvetica, fontsize=14%s];"
+             % (", labelloc=t, label=%s" % _quote(title) if title else ""),
+             '  node [shape=box, style=filled, fontname=Helvetica, fontsize=10, color="#444444", margin="0.12,0.05"];',
+             "  edge [fontname=Helvetica, fontsize=8, arrowsize=0.6];"]
+    for index, (label, box_kind) in enumerate(boxes):
+        lines.append('  n%d [label=%s, fillcolor="%s"];' % (index, _quote(label), COLOURS[box_kind]))
+    for source, target, blob in edges:
+        shape = shapes.get(blob)
+        label = "x".join(map(str, shape)) if shape else "?"
+        skip, branch = rank[target] - rank[source] > 1, fan_out[source] > 1
+        colour = SKIP if skip or branch else EDGE
+        style = ', color="%s", fontcolor="%s"%s' % (colour, colour, ", style=dashed" if skip else "")
+        lines.append("  n%d -> n%d [label=%s%s];" % (source, target, _quote(" %s " % label), style))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render(dot_text, path):
+    """Run dot on `dot_text`, writing `path` as PNG or SVG (by its extension); ConfigError if dot
+    is missing or fails."""
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if extension not in ("png", "svg"):
+        raise ConfigError("a drawing must be a .png or .svg file, got %s" % path)
+    dot = dot_path()
+    if dot is None:
+        raise ConfigError("drawing needs Graphviz's dot: %s" % INSTALL_GRAPHVIZ)
+    done = subprocess.run([dot, "-T" + extension, "-o", path], input=dot_text.encode("utf-8"),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise ConfigError("dot failed (exit %d) drawing %s: %s"
+                          % (done.returncode, path, message[-1] if message else "no message"))

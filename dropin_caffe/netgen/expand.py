@@ -89,16 +89,23 @@ class Expansion:
         return written
 
     def _drawing(self):
-        """A function that saves the drawing of the TRAIN net to a given path."""
+        """A function that saves the drawing of the TRAIN net to a given path: Graphviz's dot when
+        installed, else matplotlib's drawing with a note on installing Graphviz."""
+        from . import draw
+        net = inference.phase_net(self.net, "TRAIN")
+        if draw.dot_path() is not None:
+            text = draw.dot_source(net, self.shapes["TRAIN"], self.title)
+            return lambda path: draw.render(text, path)
         try:
             import matplotlib
         except ImportError:
-            raise ConfigError("--draw needs matplotlib: pip install matplotlib") from None
+            raise ConfigError("--draw needs Graphviz (%s) or matplotlib (pip install matplotlib)"
+                              % draw.INSTALL_GRAPHVIZ) from None
+        self.notes.append("Graphviz's dot is not installed: drew with matplotlib, which is hard to read on "
+                          "large nets; for a clearer drawing: %s" % draw.INSTALL_GRAPHVIZ)
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from . import draw
-        net = inference.phase_net(self.net, "TRAIN")
         figure, ax = plt.subplots(figsize=draw.figure_size(net))
         draw.draw_net(ax, net, self.shapes["TRAIN"], self.title)
         figure.tight_layout()
