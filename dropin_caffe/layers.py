@@ -24,6 +24,9 @@ from `new` with probability p(t) = min(1, max(0, (t - start) / length)), else fr
 - Regularizing mode ({"mode": "regularize", "p_new": 0.5}) keeps p fixed, like dropout where a
   dropped unit takes prev instead of zero.
 
+The TEST modes (the expectation by default), `start` and the stored counter are our choice, not
+the paper's.
+
 The counter is stored as two float32 whole numbers, count = high * 2**22 + low, so it stays
 exact far past float32's 2**24. A solver that is allowed to change it (no `lr_mult: 0
 decay_mult: 0`) makes it fractional through weight decay; the layer then stops and says so.

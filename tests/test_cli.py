@@ -569,7 +569,7 @@ def test_stock_lenet_and_its_solver(out_dir):
 
 
 def test_template_and_preset(out_dir):
-    """A built-in net as it is (no rewrite: no suffix), then the paper's deep LeNet preset."""
+    """A built-in net as it is (no rewrite: no suffix), then the lenet-deep preset."""
     code, out, err = expand_net("--template", "lenet", "-q", "-o", out_dir)
     assert code == 0, err
     assert sorted(contents(out_dir)) == ["lenet.prototxt", "lenet_solver.prototxt", "notes.txt"]

@@ -85,7 +85,7 @@ def test_lenet_deep_depth_and_fillers():
     expanded, _ = apply(net, plan)
     weight_layers = [l for l in expanded.get_all("layer") if l.get("type") in WEIGHT_TYPES]
     assert len(weight_layers) == 14
-    for layer in weight_layers:  # the added layers gaussian std 0.01 (the paper's), LeNet's own xavier
+    for layer in weight_layers:  # the added layers gaussian std 0.01 (our choice), LeNet's own xavier
         param = layer.get("convolution_param") or layer.get("inner_product_param")
         added = layer.get("name").startswith("conv2_")
         assert param.get("weight_filler") == prototxt.parse('type: "gaussian" std: 0.01' if added else 'type: "xavier"')

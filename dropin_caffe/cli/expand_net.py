@@ -16,13 +16,13 @@ examples:
   expand_net.py lenet_train_test.prototxt --replicate conv2=3 --no-dropin -o out/   (plain baseline)
   expand_net.py --template alexnet --set train_source=/data/train_lmdb -o out/
   expand_net.py --preset lenet-deep --depth 10 --p-top -o out/
-presets (the paper's expanded nets):
+presets (ours, after the paper's expanded nets):
 %s
 """
 
 
 def parser():
-    presets = "\n".join("  %-13s %s;\n  %13s after %s" % (name, p.summary, "", p.source)
+    presets = "\n".join("  %-13s %s;\n  %13s %s" % (name, p.summary, "", p.source)
                         for name, p in PRESETS.items())
     parser = Parser(
         prog="expand_net.py", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -34,7 +34,7 @@ def parser():
     source.add_argument("--template", metavar="NAME", help="a built-in stock net: lenet, cifar10_quick, "
                         "cifar10_full, alexnet, vgg11, vgg16")
     source.add_argument("--preset", metavar="NAME", choices=sorted(PRESETS),
-                        help="one of the paper's expanded nets: %s" % ", ".join(PRESETS))
+                        help="one of our presets after the paper's expanded nets: %s" % ", ".join(PRESETS))
     parser.add_argument("-o", "--output-dir", required=True, metavar="OUT_DIR", help="where to write the files")
     rewrite = parser.add_argument_group("rewrites")
     rewrite.add_argument("--replicate", action="append", default=[], metavar="LAYER=K",

@@ -237,7 +237,7 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
     """Expand a net into its DropIn variant; returns an `Expansion` (nothing is written).
 
     net: a path, prototxt text or Message (current or V1 format); or template= a built-in stock net,
-    or preset= one of the paper's expanded nets (PRESETS). replicate: {LAYER: K}; regularize:
+    or preset= one of our presets after the paper's expanded nets (PRESETS). replicate: {LAYER: K}; regularize:
     {DROPOUT_LAYER: P}; dropin=False is --no-dropin (the plain expanded net); input_shapes:
     {BLOB: (C, H, W) or (N, C, H, W)}; settings: template variables (--set); solver: the original
     solver (a path, text or Message); validate=False is --no-validate. The other

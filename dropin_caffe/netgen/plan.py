@@ -1,8 +1,10 @@
-"""A Plan of rewrites for a net, and the paper's presets.
+"""A Plan of rewrites for a net, and our presets after the paper's expanded nets.
 
 A Plan names what to rewrite (`replicate`, `regularize`) and how (DropIn length, stagger, ...);
-`apply_plan` applies it to a current-format net. The presets are the expanded nets of Smith,
-Hand & Doster (2015), built from the stock templates by the same code.
+`apply_plan` applies it to a current-format net. The presets are our versions of the expanded
+nets of Smith, Hand & Doster (2015), built from the stock templates by the same code. Where the
+paper is silent they are our choice: the replicated layers, replica kernels, gaussian std 0.01 of
+lenet-deep's added layers, the default depth and the default DropIn lengths.
 """
 import collections
 import dataclasses
@@ -43,25 +45,26 @@ Preset = collections.namedtuple("Preset", "template stem plan source summary")
 PRESETS = {
     "lenet-deep": Preset("lenet", "lenet_deep", Plan(replicate=[("conv2", 5)], kernel=3, activation="ReLU",
                                                      replica_std=0.01, length=1000),
-                         "the paper's MNIST experiments (LeNet with extra conv layers)",
+                         "after the paper's MNIST experiments (LeNet with extra conv layers)",
                          "LeNet plus N (--depth, default 5) 3x3 conv+ReLU layers after conv2 that keep its "
-                         "50x8x8 shape, their weights gaussian std 0.01 as in the paper (LeNet's own: xavier)"),
+                         "50x8x8 shape, their weights gaussian std 0.01 (our choice; LeNet's own: xavier)"),
     "cifar10-11": Preset("cifar10_quick", "cifar10_11", Plan(replicate=[("conv1", 2), ("conv2", 2), ("conv3", 2)],
                                                activation="ReLU", length=2000),
-                         "the paper's CIFAR-10 experiment (3 to 11 layers)",
-                         "the CIFAR-10 quick net with each conv layer replicated twice: 9 conv + 2 fc = "
-                         "11 weight layers"),
+                         "after the paper's CIFAR-10 experiment (3 to 11 layers)",
+                         "the CIFAR-10 quick net with each conv layer replicated twice (our choice of net "
+                         "and replicas): 9 conv + 2 fc = 11 weight layers"),
     "alexnet-13": Preset("alexnet", "alexnet_13", Plan(replicate=[("conv%d" % i, 1) for i in range(1, 6)], kernel=3,
                                          length=10000),
-                         "the paper's ImageNet experiment with AlexNet (8 to 13 layers)",
-                         "AlexNet with one 3x3 replica after each of its 5 conv layers: 13 weight layers"),
+                         "after the paper's ImageNet experiment with AlexNet (8 to 13 layers)",
+                         "AlexNet with one 3x3 replica (our choice of kernel) after each of its 5 conv "
+                         "layers: 13 weight layers"),
     "vgg16-dropin": Preset("vgg11", "vgg16", Plan(replicate=[(n, 1) for n in
                                                     ("conv1_1", "conv2_1", "conv3_2", "conv4_2", "conv5_2")],
                                          names={"conv1_1": ["conv1_2"], "conv2_1": ["conv2_2"],
                                                 "conv3_2": ["conv3_3"], "conv4_2": ["conv4_3"],
                                                 "conv5_2": ["conv5_3"]},
                                          length=20000),
-                           "the paper's VGG-16 experiment (no shallow-net weight transfer)",
+                           "after the paper's VGG-16 experiment (no shallow-net weight transfer)",
                            "VGG-A's 11 layers with VGG-D's 5 extra conv layers (conv1_2, conv2_2, conv3_3, "
                            "conv4_3, conv5_3) entering by DropIn: VGG-16 trained without weight transfer"),
 }

@@ -8,8 +8,8 @@
   replicas are simply chained: the plain expanded baseline every experiment needs.
 - `regularize`: replace a Dropout layer by a regularizing DropIn whose prev is the input of the
   weight layer before it, flattened and resized (Resize layer) when the shapes differ.
-- `stagger`: replica i (in net order) starts entering at iteration i * S, the paper's
-  asynchronous DropIn.
+- `stagger`: replica i (in net order) starts entering at iteration i * S, our choice after the
+  paper's future work of DropIn layers entering at different iterations.
 
 Original layers keep their names, so `caffe train --weights=original.caffemodel` starts them from
 a trained model while replicas start fresh from the same fillers. New DropIn layers carry
