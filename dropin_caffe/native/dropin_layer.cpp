@@ -1,0 +1,242 @@
+#include "dropin_layer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "caffe/util/math_functions.hpp"
+
+namespace dropin_caffe {
+
+namespace {
+
+const double kLow = 4194304.0;  // 2^22: count = high * 2^22 + low
+const uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
+
+// SplitMix64's output function: consecutive inputs give independent-looking 64-bit outputs, so
+// draw j of a pass is mix64(key + j * kGolden), computable in any order without a stored state.
+inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// The mask bits of units 64 w .. 64 w + 63: units 2j and 2j + 1 use the halves of draw 32 w + j.
+inline uint64_t mask_word(uint64_t key, uint64_t w, uint64_t threshold) {
+  const uint64_t base = key + w * 32 * kGolden;
+  uint64_t bits = 0;
+  for (uint64_t j = 0; j < 32; ++j) {
+    const uint64_t draw = mix64(base + j * kGolden);
+    bits |= static_cast<uint64_t>((draw & 0xffffffffULL) < threshold) << (2 * j);
+    bits |= static_cast<uint64_t>((draw >> 32) < threshold) << (2 * j + 1);
+  }
+  return bits;
+}
+
+}  // namespace
+
+template <typename Dtype>
+void dropin_select_forward(int count, const Dtype* prev, const Dtype* next, uint64_t key,
+                           uint64_t threshold, uint64_t* mask, Dtype* top) {
+  for (int begin = 0; begin < count; begin += 64) {
+    const uint64_t bits = mask_word(key, begin / 64, threshold);
+    mask[begin / 64] = bits;
+    const int end = std::min(count, begin + 64);
+    for (int i = begin; i < end; ++i) top[i] = (bits >> (i - begin)) & 1 ? next[i] : prev[i];
+  }
+}
+
+template <typename Dtype>
+void dropin_select_backward(int count, const Dtype* top_diff, const uint64_t* mask,
+                            Dtype* prev_diff, Dtype* new_diff) {
+  for (int begin = 0; begin < count; begin += 64) {
+    const uint64_t bits = mask[begin / 64];
+    const int end = std::min(count, begin + 64);
+    if (new_diff) {
+      for (int i = begin; i < end; ++i) new_diff[i] = (bits >> (i - begin)) & 1 ? top_diff[i] : Dtype(0);
+    }
+    if (prev_diff) {
+      for (int i = begin; i < end; ++i) prev_diff[i] = (bits >> (i - begin)) & 1 ? Dtype(0) : top_diff[i];
+    }
+  }
+}
+
+template <typename Dtype>
+void dropin_blend_forward(int count, const Dtype* prev, const Dtype* next, double p, Dtype* top) {
+  if (p == 0.0) {
+    caffe::caffe_copy(count, prev, top);
+  } else if (p == 1.0) {
+    caffe::caffe_copy(count, next, top);
+  } else {
+    const Dtype to_new = p, to_prev = 1.0 - p;
+    for (int i = 0; i < count; ++i) top[i] = to_new * next[i] + to_prev * prev[i];
+  }
+}
+
+template <typename Dtype>
+void dropin_blend_backward(int count, const Dtype* top_diff, double p, Dtype* prev_diff,
+                           Dtype* new_diff) {
+  const double weights[2] = {1.0 - p, p};
+  Dtype* diffs[2] = {prev_diff, new_diff};
+  for (int k = 0; k < 2; ++k) {
+    if (!diffs[k]) continue;
+    if (weights[k] == 1.0) {
+      caffe::caffe_copy(count, top_diff, diffs[k]);
+    } else if (weights[k] == 0.0) {
+      caffe::caffe_set(count, Dtype(0), diffs[k]);
+    } else {
+      caffe::caffe_cpu_scale(count, Dtype(weights[k]), top_diff, diffs[k]);
+    }
+  }
+}
+
+template <typename Dtype>
+void DropInLayer<Dtype>::LayerSetUp(const std::vector<caffe::Blob<Dtype>*>& bottom,
+                                    const std::vector<caffe::Blob<Dtype>*>& top) {
+  const Rules rules = {
+      {"name", text_rule()},
+      {"mode", choice_rule({"gradual", "regularize"})},
+      {"length", integer_rule(1)},
+      {"start", integer_rule(0)},
+      {"p_new", probability_rule()},
+      {"iter_size", integer_rule(1)},
+      {"seed", integer_rule(0)},
+      {"test", choice_rule({"expectation", "new", "prev"})},
+  };
+  const Json defaults = {{"mode", "gradual"}, {"iter_size", 1}, {"test", "expectation"}};
+  config_ = parse_param_str("DropIn", this->layer_param_.python_param().param_str(), rules, defaults);
+  const bool gradual = config_.values["mode"] == "gradual";
+  const std::string mode = gradual ? "gradual" : "regularize";
+  const std::string needed = gradual ? "length" : "p_new";
+  const std::vector<std::string> forbidden =
+      gradual ? std::vector<std::string>{"p_new"} : std::vector<std::string>{"length", "start"};
+  if (!config_.has(needed))
+    fail(config_.label + ": mode \"" + mode + "\" needs \"" + needed + "\" in param_str");
+  for (const std::string& other : forbidden) {
+    if (config_.has(other))
+      fail(config_.label + ": \"" + other + "\" has no meaning in mode \"" + mode + "\"; remove it");
+  }
+  if (bottom.size() != 2)
+    fail(config_.label + ": takes 2 bottoms (prev, new), got " + std::to_string(bottom.size()));
+  if (top.size() != 1 && top.size() != 2)
+    fail(config_.label + ": takes 1 or 2 tops (the output, and optionally p), got " + std::to_string(top.size()));
+  if (this->blobs_.empty()) {
+    this->blobs_.push_back(boost::shared_ptr<caffe::Blob<Dtype> >(new caffe::Blob<Dtype>(std::vector<int>(1, 2))));
+    caffe::caffe_set(2, Dtype(0), this->blobs_[0]->mutable_cpu_data());
+  } else if (this->blobs_[0]->count() != 2) {
+    fail(config_.label + ": its parameter blob must hold 2 values (the iteration counter), holds "
+         + std::to_string(this->blobs_[0]->count()));
+  }
+  this->param_propagate_down_.assign(this->blobs_.size(), false);  // the counter has no gradient
+  seeded_ = config_.has("seed");
+  seed_state_ = seeded_ ? config_.values["seed"].get<uint64_t>() : 0;
+  drew_mask_ = false;
+  p_used_ = 0.0;
+}
+
+template <typename Dtype>
+void DropInLayer<Dtype>::Reshape(const std::vector<caffe::Blob<Dtype>*>& bottom,
+                                 const std::vector<caffe::Blob<Dtype>*>& top) {
+  if (bottom[0]->shape() != bottom[1]->shape()) {
+    fail(config_.label + ": bottoms prev and new must have the same shape, got " + shape_text(bottom[0]->shape())
+         + " and " + shape_text(bottom[1]->shape()) + "; insert a Resize layer (python_param { module: "
+         "\"dropin_caffe.layers\" layer: \"Resize\" }) to match them");
+  }
+  top[0]->ReshapeLike(*bottom[0]);
+  if (top.size() == 2) top[1]->Reshape(std::vector<int>(1, 1));
+  mask_.resize((bottom[0]->count() + 63) / 64);
+}
+
+template <typename Dtype>
+uint64_t DropInLayer<Dtype>::forward_count() const {
+  const Dtype* counter = this->blobs_[0]->cpu_data();
+  const double low = counter[0], high = counter[1];
+  if (!(low == std::floor(low) && high == std::floor(high) && low >= 0 && low < kLow && high >= 0
+        && std::isfinite(high))) {
+    fail(config_.label + ": its iteration counter (parameter blob) holds " + python_repr(low) + ", "
+         + python_repr(high) + ", which are not whole numbers: the solver has changed it; add "
+         "param { lr_mult: 0 decay_mult: 0 } to the layer");
+  }
+  return static_cast<uint64_t>(high) * static_cast<uint64_t>(kLow) + static_cast<uint64_t>(low);
+}
+
+template <typename Dtype>
+void DropInLayer<Dtype>::set_forward_count(uint64_t count) {
+  const uint64_t low = static_cast<uint64_t>(kLow);
+  Dtype* counter = this->blobs_[0]->mutable_cpu_data();
+  counter[0] = static_cast<Dtype>(count % low);
+  counter[1] = static_cast<Dtype>(count / low);
+}
+
+template <typename Dtype>
+double DropInLayer<Dtype>::p_new_at(uint64_t count) const {
+  const Json& values = config_.values;
+  if (values["mode"] == "regularize") return values["p_new"].get<double>();
+  const double iteration = static_cast<double>(count / values["iter_size"].get<uint64_t>());
+  const double start = config_.has("start") ? values["start"].get<double>() : 0.0;
+  return std::min(1.0, std::max(0.0, (iteration - start) / values["length"].get<double>()));
+}
+
+template <typename Dtype>
+uint64_t DropInLayer<Dtype>::next_key() {
+  if (seeded_) {
+    seed_state_ += kGolden;
+    return mix64(seed_state_);
+  }
+  // Caffe's RNG, so the solver's random_seed makes a run reproducible.
+  return (static_cast<uint64_t>(caffe::caffe_rng_rand()) << 32) | caffe::caffe_rng_rand();
+}
+
+template <typename Dtype>
+void DropInLayer<Dtype>::Forward_cpu(const std::vector<caffe::Blob<Dtype>*>& bottom,
+                                     const std::vector<caffe::Blob<Dtype>*>& top) {
+  const uint64_t count = forward_count();  // read (and checked) once per pass
+  const double p_new = p_new_at(count);
+  if (this->phase_ == caffe::TRAIN) {
+    set_forward_count(count + 1);
+    drew_mask_ = 0.0 < p_new && p_new < 1.0;
+    p_used_ = p_new;
+  } else {
+    const Json& test = config_.values["test"];
+    drew_mask_ = false;
+    p_used_ = test == "new" ? 1.0 : test == "prev" ? 0.0 : p_new;
+  }
+  const int units = bottom[0]->count();
+  const Dtype* prev = bottom[0]->cpu_data();
+  const Dtype* next = bottom[1]->cpu_data();
+  Dtype* out = top[0]->mutable_cpu_data();
+  if (drew_mask_) {
+    const uint64_t threshold = static_cast<uint64_t>(p_new * 4294967296.0);  // p 2^32 < 2^32
+    dropin_select_forward(units, prev, next, next_key(), threshold, mask_.data(), out);
+  } else {
+    dropin_blend_forward(units, prev, next, p_used_, out);
+  }
+  if (top.size() == 2) top[1]->mutable_cpu_data()[0] = static_cast<Dtype>(p_new);
+}
+
+template <typename Dtype>
+void DropInLayer<Dtype>::Backward_cpu(const std::vector<caffe::Blob<Dtype>*>& top,
+                                      const std::vector<bool>& propagate_down,
+                                      const std::vector<caffe::Blob<Dtype>*>& bottom) {
+  Dtype* prev_diff = propagate_down[0] ? bottom[0]->mutable_cpu_diff() : nullptr;
+  Dtype* new_diff = propagate_down[1] ? bottom[1]->mutable_cpu_diff() : nullptr;
+  if (!prev_diff && !new_diff) return;
+  const int units = top[0]->count();
+  if (drew_mask_) {
+    dropin_select_backward(units, top[0]->cpu_diff(), mask_.data(), prev_diff, new_diff);
+  } else {
+    dropin_blend_backward(units, top[0]->cpu_diff(), p_used_, prev_diff, new_diff);
+  }
+}
+
+#define DROPIN_INSTANTIATE(Dtype)                                                              \
+  template void dropin_select_forward<Dtype>(int, const Dtype*, const Dtype*, uint64_t,         \
+                                             uint64_t, uint64_t*, Dtype*);                     \
+  template void dropin_select_backward<Dtype>(int, const Dtype*, const uint64_t*, Dtype*, Dtype*); \
+  template void dropin_blend_forward<Dtype>(int, const Dtype*, const Dtype*, double, Dtype*);    \
+  template void dropin_blend_backward<Dtype>(int, const Dtype*, double, Dtype*, Dtype*);         \
+  template class DropInLayer<Dtype>;
+DROPIN_INSTANTIATE(float)
+DROPIN_INSTANTIATE(double)
+
+}  // namespace dropin_caffe
