@@ -129,7 +129,7 @@ void DropInLayer<Dtype>::LayerSetUp(const std::vector<caffe::Blob<Dtype>*>& bott
   }
   this->param_propagate_down_.assign(this->blobs_.size(), false);  // the counter has no gradient
   seeded_ = config_.has("seed");
-  seed_state_ = seeded_ ? config_.values["seed"].get<uint64_t>() : 0;
+  seed_ = seeded_ ? config_.values["seed"].get<uint64_t>() : 0;
   drew_mask_ = false;
   p_used_ = 0.0;
 }
@@ -178,12 +178,11 @@ double DropInLayer<Dtype>::p_new_at(uint64_t count) const {
 }
 
 template <typename Dtype>
-uint64_t DropInLayer<Dtype>::next_key() {
-  if (seeded_) {
-    seed_state_ += kGolden;
-    return mix64(seed_state_);
-  }
-  // Caffe's RNG, so the solver's random_seed makes a run reproducible.
+uint64_t DropInLayer<Dtype>::mask_key(uint64_t count) const {
+  // With a seed, the mask of TRAIN pass `count` depends on (seed, count) alone: a resumed run or
+  // a counter set back draws the same masks again.
+  if (seeded_) return mix64(mix64(seed_) + count * kGolden);
+  // Else Caffe's RNG, so the solver's random_seed makes a run reproducible.
   return (static_cast<uint64_t>(caffe::caffe_rng_rand()) << 32) | caffe::caffe_rng_rand();
 }
 
@@ -207,7 +206,7 @@ void DropInLayer<Dtype>::Forward_cpu(const std::vector<caffe::Blob<Dtype>*>& bot
   Dtype* out = top[0]->mutable_cpu_data();
   if (drew_mask_) {
     const uint64_t threshold = static_cast<uint64_t>(p_new * 4294967296.0);  // p 2^32 < 2^32
-    dropin_select_forward(units, prev, next, next_key(), threshold, mask_.data(), out);
+    dropin_select_forward(units, prev, next, mask_key(count), threshold, mask_.data(), out);
   } else {
     dropin_blend_forward(units, prev, next, p_used_, out);
   }

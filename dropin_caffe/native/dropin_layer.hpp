@@ -12,7 +12,8 @@
 // - TRAIN: p = min(1, max(0, (count / iter_size - start) / length)) (regularize: p_new); the
 //   counter counts TRAIN forward passes. 0 < p < 1 picks each unit from `new` with probability p
 //   (a bit-packed mask, drawn on the fly); p = 0 / 1 copies prev / new. Backward routes each
-//   unit's gradient to the input it came from.
+//   unit's gradient to the input it came from. Masks come from Caffe's RNG (so the solver's
+//   random_seed reproduces a run), or with "seed" from the seed and the counter.
 // - TEST: "expectation" p new + (1 - p) prev, "new", or "prev".
 // - blobs_[0]: the counter as two whole floats, count = high * 2^22 + low (exact past 2^24).
 #ifndef DROPIN_CAFFE_NATIVE_DROPIN_LAYER_HPP_
@@ -70,11 +71,11 @@ class DropInLayer : public caffe::Layer<Dtype> {
   uint64_t forward_count() const;  // read afresh: the solver may re-point the TEST net's blob
   void set_forward_count(uint64_t count);
   double p_new_at(uint64_t count) const;
-  uint64_t next_key();
+  uint64_t mask_key(uint64_t count) const;
 
   Config config_;
   bool seeded_;
-  uint64_t seed_state_;        // the mask keys' generator when "seed" is given
+  uint64_t seed_;
   std::vector<uint64_t> mask_;
   bool drew_mask_;             // the last forward drew a mask (else it blended with p_used_)
   double p_used_;

@@ -14,7 +14,8 @@ Rule integer_rule(long long minimum) {
   Rule rule;
   rule.text = "an integer >= " + std::to_string(minimum);
   rule.check = [minimum](const Json& v) {
-    if (v.is_number_unsigned()) return true;  // above every minimum we use
+    if (v.is_number_unsigned())  // the parser's type for every integer >= 0
+      return minimum <= 0 || v.get<unsigned long long>() >= static_cast<unsigned long long>(minimum);
     return v.is_number_integer() && v.get<long long>() >= minimum;
   };
   return rule;
