@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "caffe/util/math_functions.hpp"
@@ -11,26 +12,64 @@ namespace dropin_caffe {
 namespace {
 
 const double kLow = 4194304.0;  // 2^22: count = high * 2^22 + low
-const uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
+const uint64_t kGolden = 0x9e3779b97f4a7c15ULL;  // 2^64 / golden ratio, SplitMix64's step
 
-// SplitMix64's output function: consecutive inputs give independent-looking 64-bit outputs, so
-// draw j of a pass is mix64(key + j * kGolden), computable in any order without a stored state.
+// SplitMix64's output function, for deriving one pass's key from the seed and the counter.
 inline uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
 }
 
+// Draw j of a pass: a counter-based generator (the wyrand construction: one 64x64 -> 128-bit
+// multiply of a Weyl sequence), so any draw is computed on its own, in any order, with no state.
+inline uint64_t draw(uint64_t key, uint64_t j) {
+  const uint64_t x = key + j * 0xa0761d6478bd642fULL;
+  const unsigned __int128 product = static_cast<unsigned __int128>(x) * (x ^ 0xe7037ed1a0b428dbULL);
+  return static_cast<uint64_t>(product >> 64) ^ static_cast<uint64_t>(product);
+}
+
 // The mask bits of units 64 w .. 64 w + 63: units 2j and 2j + 1 use the halves of draw 32 w + j.
 inline uint64_t mask_word(uint64_t key, uint64_t w, uint64_t threshold) {
-  const uint64_t base = key + w * 32 * kGolden;
   uint64_t bits = 0;
   for (uint64_t j = 0; j < 32; ++j) {
-    const uint64_t draw = mix64(base + j * kGolden);
-    bits |= static_cast<uint64_t>((draw & 0xffffffffULL) < threshold) << (2 * j);
-    bits |= static_cast<uint64_t>((draw >> 32) < threshold) << (2 * j + 1);
+    const uint64_t r = draw(key, 32 * w + j);
+    bits |= static_cast<uint64_t>((r & 0xffffffffULL) < threshold) << (2 * j);
+    bits |= static_cast<uint64_t>((r >> 32) < threshold) << (2 * j + 1);
   }
   return bits;
+}
+
+// A unit's bits as an unsigned integer, to select without branches (a random mask would
+// mispredict half of them) and without float arithmetic (a copy stays bit-exact).
+template <typename Dtype> struct UnitBits;
+template <> struct UnitBits<float> { typedef uint32_t type; };
+template <> struct UnitBits<double> { typedef uint64_t type; };
+
+// out[j] = bit j of `bits` ? b[j] : a[j], for j < n. Each bit is tested against a table of
+// single-bit words rather than shifted out, which compilers vectorise (no per-lane shifts).
+template <typename Dtype>
+inline void select_units(uint64_t bits, int n, const Dtype* a, const Dtype* b, Dtype* out) {
+  typedef typename UnitBits<Dtype>::type U;
+  static const struct SingleBits {
+    uint32_t of[32];
+    SingleBits() { for (int j = 0; j < 32; ++j) of[j] = 1u << j; }
+  } single;
+  for (int half = 0; half * 32 < n; ++half) {
+    const uint32_t word = static_cast<uint32_t>(bits >> (32 * half));
+    const int m = std::min(32, n - 32 * half);
+    const Dtype* x_in = a + 32 * half;
+    const Dtype* y_in = b + 32 * half;
+    Dtype* to = out + 32 * half;
+    for (int j = 0; j < m; ++j) {
+      const U take_b = (word & single.of[j]) ? ~U(0) : U(0);
+      U x, y;
+      std::memcpy(&x, x_in + j, sizeof x);
+      std::memcpy(&y, y_in + j, sizeof y);
+      const U chosen = x ^ ((x ^ y) & take_b);
+      std::memcpy(to + j, &chosen, sizeof chosen);
+    }
+  }
 }
 
 }  // namespace
@@ -41,23 +80,18 @@ void dropin_select_forward(int count, const Dtype* prev, const Dtype* next, uint
   for (int begin = 0; begin < count; begin += 64) {
     const uint64_t bits = mask_word(key, begin / 64, threshold);
     mask[begin / 64] = bits;
-    const int end = std::min(count, begin + 64);
-    for (int i = begin; i < end; ++i) top[i] = (bits >> (i - begin)) & 1 ? next[i] : prev[i];
+    select_units(bits, std::min(64, count - begin), prev + begin, next + begin, top + begin);
   }
 }
 
 template <typename Dtype>
 void dropin_select_backward(int count, const Dtype* top_diff, const uint64_t* mask,
                             Dtype* prev_diff, Dtype* new_diff) {
+  const Dtype zeros[64] = {};
   for (int begin = 0; begin < count; begin += 64) {
-    const uint64_t bits = mask[begin / 64];
-    const int end = std::min(count, begin + 64);
-    if (new_diff) {
-      for (int i = begin; i < end; ++i) new_diff[i] = (bits >> (i - begin)) & 1 ? top_diff[i] : Dtype(0);
-    }
-    if (prev_diff) {
-      for (int i = begin; i < end; ++i) prev_diff[i] = (bits >> (i - begin)) & 1 ? Dtype(0) : top_diff[i];
-    }
+    const int n = std::min(64, count - begin);
+    if (new_diff) select_units(mask[begin / 64], n, zeros, top_diff + begin, new_diff + begin);
+    if (prev_diff) select_units(mask[begin / 64], n, top_diff + begin, zeros, prev_diff + begin);
   }
 }
 
