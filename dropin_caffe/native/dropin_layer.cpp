@@ -5,6 +5,10 @@
 #include <cstring>
 #include <string>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "caffe/util/math_functions.hpp"
 
 namespace dropin_caffe {
@@ -29,15 +33,46 @@ inline uint64_t draw(uint64_t key, uint64_t j) {
   return static_cast<uint64_t>(product >> 64) ^ static_cast<uint64_t>(product);
 }
 
-// The mask bits of units 64 w .. 64 w + 63: units 2j and 2j + 1 use the halves of draw 32 w + j.
-inline uint64_t mask_word(uint64_t key, uint64_t w, uint64_t threshold) {
-  uint64_t bits = 0;
-  for (uint64_t j = 0; j < 32; ++j) {
-    const uint64_t r = draw(key, 32 * w + j);
-    bits |= static_cast<uint64_t>((r & 0xffffffffULL) < threshold) << (2 * j);
-    bits |= static_cast<uint64_t>((r >> 32) < threshold) << (2 * j + 1);
+// Bernoulli(p) from one random byte b per unit, exactly as kernels.sample_mask argues: with
+// k = floor(256 p), a unit comes from new when b < k, or when b == k (1 unit in 256) and a
+// second, 32-bit draw is below tie = (256 p - k) 2^32. So p is exact to 2^-40 at one multiply
+// per 8 units.
+struct Threshold {
+  explicit Threshold(double p)
+      : k(static_cast<int>(256.0 * p)), tie(static_cast<uint64_t>((256.0 * p - k) * 4294967296.0)) {}
+  int k;         // 0 .. 255, as p < 1
+  uint64_t tie;  // 0 when 256 p is whole: then b == k means prev
+};
+
+// The mask bits of units 64 w .. 64 w + 63; unit u of the word takes byte u of draws 8 w .. 8 w + 7.
+inline uint64_t mask_word(uint64_t key, uint64_t tie_key, uint64_t w, const Threshold& threshold) {
+  uint64_t raw[8];
+  for (uint64_t j = 0; j < 8; ++j) raw[j] = draw(key, 8 * w + j);
+  uint64_t below = 0, equal = 0;
+#ifdef __SSE2__
+  // Unsigned byte comparisons as signed ones, both sides shifted by 0x80; 16 units at a time.
+  const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));
+  const __m128i k = _mm_set1_epi8(static_cast<char>(threshold.k ^ 0x80));
+  for (int q = 0; q < 4; ++q) {
+    // from registers, not reloaded from `raw` (a wide load of two narrow stores stalls)
+    const __m128i bytes = _mm_xor_si128(_mm_set_epi64x(raw[2 * q + 1], raw[2 * q]), flip);
+    below |= static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(_mm_cmplt_epi8(bytes, k)))) << (16 * q);
+    equal |= static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(bytes, k)))) << (16 * q);
   }
-  return bits;
+#else
+  unsigned char bytes[64];
+  std::memcpy(bytes, raw, sizeof bytes);
+  for (int u = 0; u < 64; ++u) {
+    below |= static_cast<uint64_t>(bytes[u] < threshold.k) << u;
+    equal |= static_cast<uint64_t>(bytes[u] == threshold.k) << u;
+  }
+#endif
+  if (threshold.tie == 0) return below;
+  for (; equal; equal &= equal - 1) {  // the ties, one set bit at a time
+    const int u = __builtin_ctzll(equal);
+    if ((draw(tie_key, 64 * w + u) >> 32) < threshold.tie) below |= uint64_t(1) << u;
+  }
+  return below;
 }
 
 // A unit's bits as an unsigned integer, to select without branches (a random mask would
@@ -46,39 +81,50 @@ template <typename Dtype> struct UnitBits;
 template <> struct UnitBits<float> { typedef uint32_t type; };
 template <> struct UnitBits<double> { typedef uint64_t type; };
 
-// out[j] = bit j of `bits` ? b[j] : a[j], for j < n. Each bit is tested against a table of
-// single-bit words rather than shifted out, which compilers vectorise (no per-lane shifts).
-template <typename Dtype>
-inline void select_units(uint64_t bits, int n, const Dtype* a, const Dtype* b, Dtype* out) {
+// out[j] = bit j of `word` ? b[j] : a[j] for N units. Each bit is tested against a table of
+// single-bit words rather than shifted out, and N is a constant, so compilers unroll and
+// vectorise the loop (no per-lane shifts, no trip-count or aliasing checks).
+template <typename Dtype, int N>
+inline void select_block(uint32_t word, int n, const Dtype* __restrict__ a, const Dtype* __restrict__ b,
+                         Dtype* __restrict__ out) {
   typedef typename UnitBits<Dtype>::type U;
   static const struct SingleBits {
     uint32_t of[32];
     SingleBits() { for (int j = 0; j < 32; ++j) of[j] = 1u << j; }
   } single;
-  for (int half = 0; half * 32 < n; ++half) {
-    const uint32_t word = static_cast<uint32_t>(bits >> (32 * half));
-    const int m = std::min(32, n - 32 * half);
-    const Dtype* x_in = a + 32 * half;
-    const Dtype* y_in = b + 32 * half;
-    Dtype* to = out + 32 * half;
-    for (int j = 0; j < m; ++j) {
-      const U take_b = (word & single.of[j]) ? ~U(0) : U(0);
-      U x, y;
-      std::memcpy(&x, x_in + j, sizeof x);
-      std::memcpy(&y, y_in + j, sizeof y);
-      const U chosen = x ^ ((x ^ y) & take_b);
-      std::memcpy(to + j, &chosen, sizeof chosen);
-    }
+  for (int j = 0; j < (N ? N : n); ++j) {
+    const U take_b = (word & single.of[j]) ? ~U(0) : U(0);
+    U x, y;
+    std::memcpy(&x, a + j, sizeof x);
+    std::memcpy(&y, b + j, sizeof y);
+    const U chosen = x ^ ((x ^ y) & take_b);
+    std::memcpy(out + j, &chosen, sizeof chosen);
+  }
+}
+
+// out[j] = bit j of `bits` ? b[j] : a[j], for j < n <= 64.
+template <typename Dtype>
+inline void select_units(uint64_t bits, int n, const Dtype* a, const Dtype* b, Dtype* out) {
+  if (n == 64) {
+    select_block<Dtype, 32>(static_cast<uint32_t>(bits), 32, a, b, out);
+    select_block<Dtype, 32>(static_cast<uint32_t>(bits >> 32), 32, a + 32, b + 32, out + 32);
+    return;
+  }
+  for (int half = 0; half * 32 < n; ++half) {  // the blob's last, partial word
+    select_block<Dtype, 0>(static_cast<uint32_t>(bits >> (32 * half)), std::min(32, n - 32 * half),
+                           a + 32 * half, b + 32 * half, out + 32 * half);
   }
 }
 
 }  // namespace
 
 template <typename Dtype>
-void dropin_select_forward(int count, const Dtype* prev, const Dtype* next, uint64_t key,
-                           uint64_t threshold, uint64_t* mask, Dtype* top) {
+void dropin_select_forward(int count, const Dtype* prev, const Dtype* next, double p_new,
+                           uint64_t key, uint64_t* mask, Dtype* top) {
+  const Threshold threshold(p_new);
+  const uint64_t tie_key = mix64(key);
   for (int begin = 0; begin < count; begin += 64) {
-    const uint64_t bits = mask_word(key, begin / 64, threshold);
+    const uint64_t bits = mask_word(key, tie_key, begin / 64, threshold);
     mask[begin / 64] = bits;
     select_units(bits, std::min(64, count - begin), prev + begin, next + begin, top + begin);
   }
@@ -239,8 +285,7 @@ void DropInLayer<Dtype>::Forward_cpu(const std::vector<caffe::Blob<Dtype>*>& bot
   const Dtype* next = bottom[1]->cpu_data();
   Dtype* out = top[0]->mutable_cpu_data();
   if (drew_mask_) {
-    const uint64_t threshold = static_cast<uint64_t>(p_new * 4294967296.0);  // p 2^32 < 2^32
-    dropin_select_forward(units, prev, next, mask_key(count), threshold, mask_.data(), out);
+    dropin_select_forward(units, prev, next, p_new, mask_key(count), mask_.data(), out);
   } else {
     dropin_blend_forward(units, prev, next, p_used_, out);
   }
@@ -263,8 +308,8 @@ void DropInLayer<Dtype>::Backward_cpu(const std::vector<caffe::Blob<Dtype>*>& to
 }
 
 #define DROPIN_INSTANTIATE(Dtype)                                                              \
-  template void dropin_select_forward<Dtype>(int, const Dtype*, const Dtype*, uint64_t,         \
-                                             uint64_t, uint64_t*, Dtype*);                     \
+  template void dropin_select_forward<Dtype>(int, const Dtype*, const Dtype*, double, uint64_t,   \
+                                             uint64_t*, Dtype*);                                \
   template void dropin_select_backward<Dtype>(int, const Dtype*, const uint64_t*, Dtype*, Dtype*); \
   template void dropin_blend_forward<Dtype>(int, const Dtype*, const Dtype*, double, Dtype*);    \
   template void dropin_blend_backward<Dtype>(int, const Dtype*, double, Dtype*, Dtype*);         \

@@ -30,11 +30,11 @@ namespace dropin_caffe {
 
 // The per-unit loops, apart from the layer. A mask word holds 64 units, bit j = unit j from new.
 
-// Draw the mask for pass `key` (unit from new when its 32-bit draw < threshold = p 2^32) and
-// select: top = mask ? new : prev, bit-exact. `mask` gets ceil(count / 64) words.
+// Draw the mask for pass `key` (each unit from new with probability 0 < p_new < 1) and select:
+// top = mask ? new : prev, bit-exact. `mask` gets ceil(count / 64) words.
 template <typename Dtype>
-void dropin_select_forward(int count, const Dtype* prev, const Dtype* next, uint64_t key,
-                           uint64_t threshold, uint64_t* mask, Dtype* top);
+void dropin_select_forward(int count, const Dtype* prev, const Dtype* next, double p_new,
+                           uint64_t key, uint64_t* mask, Dtype* top);
 
 // new_diff = mask ? top_diff : 0, prev_diff = mask ? 0 : top_diff; either may be null (skipped).
 template <typename Dtype>
