@@ -200,9 +200,18 @@ def _binds():
     return paths
 
 
+def _preload_native(argv, env):
+    """For the `caffe` command line, LD_PRELOAD the native DropIn layers once they are built
+    (`python3 -m dropin_caffe.native build`), so its prototxts may use type "DropIn"."""
+    library = os.path.join(home(), "native", "libdropin_caffe_native.so")
+    if argv and os.path.basename(argv[0]) == "caffe" and os.path.exists(library):
+        env["LD_PRELOAD"] = os.pathsep.join(p for p in (library, env.get("LD_PRELOAD")) if p)
+    return env
+
+
 def command_line(argv, log=lambda line: None):
     """The argv and environment that run `argv` with Caffe (building the root on first use)."""
-    env = _env_with_pythonpath(dict(os.environ))
+    env = _preload_native(argv, _env_with_pythonpath(dict(os.environ)))
     if host_has_caffe():
         fetch_mnist(log)
         return list(argv), env

@@ -9,6 +9,9 @@ saved in the .caffemodel snapshots. What Caffe 1.0's solver does, as its logs sh
 - the snapshot after the last iteration N is written before anything else runs: it holds N;
 - then, only if `display` divides N, one more TRAIN forward (the log's "Iteration N, loss = ...")
   runs before the final test, which therefore sees N + 1 forward passes.
+
+Each test runs with the Python layer and with the native one (type "DropIn", the library
+LD_PRELOADed into `caffe`, as `tools/caffe-env run caffe` does).
 """
 import os
 import re
@@ -29,9 +32,24 @@ DATA_AND_LAYERS = 'name: "dropin_tiny"\n' + TINY_LAYERS
 LOSS = 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "joined" bottom: "label" top: "loss" }\n'
 
 
-def tiny_net(directory, param_str, counter=True):
+@pytest.fixture(scope="session")
+def native_library():
+    from dropin_caffe import native
+    return native.load()
+
+
+@pytest.fixture(params=["python", "native"])
+def impl(request):
+    if request.param == "native":
+        request.getfixturevalue("native_library")
+    return request.param
+
+
+def tiny_net(directory, param_str, counter=True, impl="python"):
     """DummyData -> prev -> new, joined by the DropIn "dropin" (second top p, loss_weight 0), a loss."""
     dropin = python_layer("dropin", "DropIn", ["prev", "new"], ["joined", "p"], param_str, counter)
+    if impl == "native":
+        dropin = dropin.replace('type: "Python"', 'type: "DropIn"', 1)
     dropin = dropin.replace("  python_param", "  loss_weight: 0 loss_weight: 0\n  python_param", 1)
     path = os.path.join(str(directory), "net.prototxt")
     with open(path, "w") as out:
@@ -51,9 +69,12 @@ def solver(directory, net, max_iter=MAX_ITER, display=1, iter_size=1, name="solv
     return path
 
 
-def caffe_train(*args):
+def caffe_train(impl, *args):
     """Run `caffe train ARGS`; glog goes to stderr only (no log files), at INFO level."""
     environ = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
+    if impl == "native":
+        from dropin_caffe import native
+        environ["LD_PRELOAD"] = native.path()
     return subprocess.run(["caffe", "train"] + list(args), env=environ, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
 
@@ -93,18 +114,20 @@ def snapshots(directory):
     return sorted(name for name in os.listdir(str(directory)) if name.startswith("snap"))
 
 
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    """MAX_ITER iterations from scratch with display 1: (net path, directory, finished process)."""
+@pytest.fixture(scope="module", params=["python", "native"])
+def full_run(request, tmp_path_factory):
+    """MAX_ITER iterations from scratch with display 1: (net path, directory, finished process, impl)."""
+    if request.param == "native":
+        request.getfixturevalue("native_library")
     directory = tmp_path_factory.mktemp("full")
-    net = tiny_net(directory, '{"name": "dropin", "length": %d}' % LENGTH)
-    run = caffe_train("--solver=" + solver(directory, net))
+    net = tiny_net(directory, '{"name": "dropin", "length": %d}' % LENGTH, impl=request.param)
+    run = caffe_train(request.param, "--solver=" + solver(directory, net))
     assert run.returncode == 0, run.stderr[-3000:]
-    return net, directory, run
+    return net, directory, run, request.param
 
 
 def test_snapshot_after_n_iterations_holds_counter_n(full_run):
-    net, directory, _ = full_run
+    net, directory, _, _ = full_run
     assert snapshots(directory) == ["snap_iter_%d.caffemodel" % MAX_ITER, "snap_iter_%d.solverstate" % MAX_ITER]
     count, test_p = saved_count(net, str(directory / ("snap_iter_%d.caffemodel" % MAX_ITER)))
     assert count == MAX_ITER
@@ -125,9 +148,9 @@ def test_test_net_follows_train_counter_at_each_interval(full_run):
     assert test == expected
 
 
-def test_final_test_sees_counter_n_when_display_does_not_divide_max_iter(tmp_path):
-    net = tiny_net(tmp_path, '{"name": "dropin", "length": %d}' % LENGTH)
-    run = caffe_train("--solver=" + solver(tmp_path, net, display=3))
+def test_final_test_sees_counter_n_when_display_does_not_divide_max_iter(tmp_path, impl):
+    net = tiny_net(tmp_path, '{"name": "dropin", "length": %d}' % LENGTH, impl=impl)
+    run = caffe_train(impl, "--solver=" + solver(tmp_path, net, display=3))
     assert run.returncode == 0, run.stderr[-3000:]
     train, test = logged_p(run.stderr)
     assert train == schedule(range(0, MAX_ITER, 3))
@@ -136,15 +159,16 @@ def test_final_test_sees_counter_n_when_display_does_not_divide_max_iter(tmp_pat
 
 
 def test_resume_from_solverstate_continues_schedule(tmp_path, full_run):
+    impl = full_run[3]
     half = MAX_ITER // 2
-    net = tiny_net(tmp_path, '{"name": "dropin", "length": %d}' % LENGTH)
-    first = caffe_train("--solver=" + solver(tmp_path, net, max_iter=half, name="first"))
+    net = tiny_net(tmp_path, '{"name": "dropin", "length": %d}' % LENGTH, impl=impl)
+    first = caffe_train(impl, "--solver=" + solver(tmp_path, net, max_iter=half, name="first"))
     assert first.returncode == 0, first.stderr[-3000:]
     # the first run ends with an extra display forward (counter half + 1); the snapshot holds half
     assert logged_p(first.stderr)[1][half] == pytest.approx((half + 1) / LENGTH)
     assert saved_count(net, str(tmp_path / ("snap_iter_%d.caffemodel" % half)))[0] == half
 
-    resumed = caffe_train("--solver=" + solver(tmp_path, net, name="resumed"),
+    resumed = caffe_train(impl, "--solver=" + solver(tmp_path, net, name="resumed"),
                           "--snapshot=" + str(tmp_path / ("snap_iter_%d.solverstate" % half)))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     train, test = logged_p(resumed.stderr)
@@ -156,9 +180,9 @@ def test_resume_from_solverstate_continues_schedule(tmp_path, full_run):
     assert saved_count(net, str(tmp_path / ("snap_iter_%d.caffemodel" % MAX_ITER)))[0] == MAX_ITER
 
 
-def test_iter_size_2_counts_solver_iterations(tmp_path):
-    net = tiny_net(tmp_path, '{"name": "dropin", "length": %d, "iter_size": 2}' % LENGTH)
-    run = caffe_train("--solver=" + solver(tmp_path, net, iter_size=2))
+def test_iter_size_2_counts_solver_iterations(tmp_path, impl):
+    net = tiny_net(tmp_path, '{"name": "dropin", "length": %d, "iter_size": 2}' % LENGTH, impl=impl)
+    run = caffe_train(impl, "--solver=" + solver(tmp_path, net, iter_size=2))
     assert run.returncode == 0, run.stderr[-3000:]
     train, test = logged_p(run.stderr)
     assert train == schedule(range(MAX_ITER))
@@ -169,9 +193,9 @@ def test_iter_size_2_counts_solver_iterations(tmp_path):
     assert test_p == pytest.approx(MAX_ITER / LENGTH)  # not 2 N / L
 
 
-def test_counter_left_to_the_solver_stops_training_with_the_fix(tmp_path):
-    net = tiny_net(tmp_path, '{"name": "dropin", "length": %d}' % LENGTH, counter=False)
-    run = caffe_train("--solver=" + solver(tmp_path, net))
+def test_counter_left_to_the_solver_stops_training_with_the_fix(tmp_path, impl):
+    net = tiny_net(tmp_path, '{"name": "dropin", "length": %d}' % LENGTH, counter=False, impl=impl)
+    run = caffe_train(impl, "--solver=" + solver(tmp_path, net))
     assert run.returncode != 0
     assert "dropin_caffe: DropIn 'dropin': its iteration counter (parameter blob) holds 0.99" in run.stderr
     assert FREEZE_FIX in run.stderr.split("dropin_caffe: ")[1]
@@ -181,9 +205,9 @@ def test_counter_left_to_the_solver_stops_training_with_the_fix(tmp_path):
     assert snapshots(tmp_path) == []
 
 
-def test_bad_param_str_message_reaches_caffe_train_user(tmp_path):
-    net = tiny_net(tmp_path, '{"name": "dropin", "length": 0}')
-    run = caffe_train("--solver=" + solver(tmp_path, net))
+def test_bad_param_str_message_reaches_caffe_train_user(tmp_path, impl):
+    net = tiny_net(tmp_path, '{"name": "dropin", "length": 0}', impl=impl)
+    run = caffe_train(impl, "--solver=" + solver(tmp_path, net))
     assert run.returncode != 0
     assert 'dropin_caffe: DropIn \'dropin\': "length" must be an integer >= 1, got 0\n' in run.stderr
     assert "Starting Optimization" not in run.stderr
@@ -201,10 +225,10 @@ def test_bad_param_str_raises_config_error_in_pycaffe(write, capfd):
     assert "dropin_caffe: %s\n" % message in capfd.readouterr().err
 
 
-def test_resume_keeps_counter_exact_past_float32_integers(tmp_path):
+def test_resume_keeps_counter_exact_past_float32_integers(tmp_path, impl):
     half = MAX_ITER // 2
-    net = tiny_net(tmp_path, '{"name": "dropin", "length": %d}' % LENGTH)
-    first = caffe_train("--solver=" + solver(tmp_path, net, max_iter=half, name="first"))
+    net = tiny_net(tmp_path, '{"name": "dropin", "length": %d}' % LENGTH, impl=impl)
+    first = caffe_train(impl, "--solver=" + solver(tmp_path, net, max_iter=half, name="first"))
     assert first.returncode == 0, first.stderr[-3000:]
     caffemodel = str(tmp_path / ("snap_iter_%d.caffemodel" % half))
     start = 5 * 2 ** 22 - 3  # past 2**24, where float32 no longer holds every whole number
@@ -212,7 +236,7 @@ def test_resume_keeps_counter_exact_past_float32_integers(tmp_path):
     trained.params["dropin"][0].data[...] = (start % 2 ** 22, start // 2 ** 22)
     trained.save(caffemodel)
 
-    resumed = caffe_train("--solver=" + solver(tmp_path, net, name="resumed"),
+    resumed = caffe_train(impl, "--solver=" + solver(tmp_path, net, name="resumed"),
                           "--snapshot=" + str(tmp_path / ("snap_iter_%d.solverstate" % half)))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert logged_p(resumed.stderr)[0] == {i: 1.0 for i in range(half, MAX_ITER)}

@@ -1,26 +1,99 @@
-"""DropIn and Resize inside real caffe.Net instances: gradients, statistics, state, errors."""
+"""DropIn and Resize inside real caffe.Net instances: gradients, statistics, state, errors.
+
+Every test runs against both implementations: the Python layers (type "Python") and the native
+C++ layers (type "DropIn" / "DropInResize", the same python_param param_str). A native layer's
+bad parameter stops the process (Caffe's LOG(FATAL)), so those cases run in a subprocess.
+"""
+import os
+import subprocess
+import sys
+
 import caffe
 import numpy as np
 import pytest
 
-from conftest import input_layer, layer_object, python_layer
+from conftest import REPO, input_layer, layer_object, python_layer
 from dropin_caffe.errors import ConfigError
 
+NATIVE_TYPES = {"DropIn": "DropIn", "Resize": "DropInResize"}
+LOW = 2 ** 22
 
-def dropin_net(write, shape, param_str, phase=caffe.TRAIN, p_top=True, second_shape=None):
+
+@pytest.fixture(scope="session")
+def native_library():
+    """Build (from scratch in CI: the first call compiles) and load the native layers."""
+    from dropin_caffe import native
+    return native.load()
+
+
+@pytest.fixture(params=["python", "native"])
+def impl(request):
+    if request.param == "native":
+        request.getfixturevalue("native_library")
+    return request.param
+
+
+def our_layer(impl, name, kind, bottoms, tops, param_str, counter=True):
+    """One of our layers in `impl`; the native one differs by its type line alone."""
+    text = python_layer(name, kind, bottoms, tops, param_str, counter)
+    return text if impl == "python" else text.replace('type: "Python"', 'type: "%s"' % NATIVE_TYPES[kind], 1)
+
+
+def get_count(net, name="drop"):
+    low, high = (float(v) for v in net.params[name][0].data)
+    return int(high) * LOW + int(low)
+
+
+def set_count(net, count, name="drop"):
+    net.params[name][0].data[...] = (count % LOW, count // LOW)
+
+
+def dropin_text(impl, shape, param_str, p_top=True, second_shape=None):
     text = "force_backward: true\n" + input_layer("prev", shape) + input_layer("new", second_shape or shape)
-    text += python_layer("drop", "DropIn", ["prev", "new"], ["out", "p"] if p_top else ["out"], param_str)
-    return caffe.Net(write("dropin.prototxt", text), phase)
+    return text + our_layer(impl, "drop", "DropIn", ["prev", "new"], ["out", "p"] if p_top else ["out"], param_str)
 
 
-def resize_net(write, shape, param_str, target_shape=None):
+def dropin_net(write, impl, shape, param_str, phase=caffe.TRAIN, p_top=True, second_shape=None):
+    return caffe.Net(write("dropin.prototxt", dropin_text(impl, shape, param_str, p_top, second_shape)), phase)
+
+
+def resize_text(impl, shape, param_str, target_shape=None):
     text = "force_backward: true\n" + input_layer("x", shape)
     bottoms = ["x"]
     if target_shape:
         text += input_layer("target", target_shape)
         bottoms.append("target")
-    text += python_layer("resize", "Resize", bottoms, ["out"], param_str, counter=False)
-    return caffe.Net(write("resize.prototxt", text), caffe.TRAIN)
+    return text + our_layer(impl, "resize", "Resize", bottoms, ["out"], param_str, counter=False)
+
+
+def resize_net(write, impl, shape, param_str, target_shape=None):
+    return caffe.Net(write("resize.prototxt", resize_text(impl, shape, param_str, target_shape)), caffe.TRAIN)
+
+
+def native_stderr(path, forwards=0):
+    """Build a native net from `path` in a fresh process (forward it `forwards` times), which must
+    stop: its stderr."""
+    script = ("import caffe; from dropin_caffe import native; native.load(); caffe.set_mode_cpu()\n"
+              "net = caffe.Net(%r, caffe.TRAIN)\nfor _ in range(%d): net.forward()\n" % (path, forwards))
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True, timeout=120,
+                         env=dict(os.environ, GLOG_minloglevel="2"))
+    assert run.returncode != 0, run.stderr
+    return run.stderr
+
+
+def expect_failure(impl, capfd, path, message, forwards=0):
+    """Python: a ConfigError carrying `message`, also on stderr; native: `message` on stderr."""
+    if impl == "native":
+        err = native_stderr(path, forwards)
+        assert any(line.startswith("dropin_caffe: ") and message in line for line in err.splitlines()), err
+        return
+    with pytest.raises(ConfigError) as error:
+        net = caffe.Net(path, caffe.TRAIN)
+        for _ in range(forwards):
+            net.forward()
+    assert message in str(error.value)
+    assert "dropin_caffe: " + str(error.value) in capfd.readouterr().err
 
 
 def fill(net, seed=0):
@@ -59,13 +132,14 @@ SHAPES = [(2, 3, 5, 7), (1, 4, 3, 3), (3, 11), (1, 1)]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_dropin_train_gradients_with_the_mask_held_fixed(write, shape):
-    net = dropin_net(write, shape, '{"mode": "regularize", "p_new": 0.5, "seed": 3}')
+def test_dropin_train_gradients_with_the_mask_held_fixed(write, impl, shape):
+    net = dropin_net(write, impl, shape, '{"mode": "regularize", "p_new": 0.5, "seed": 3}')
     fill(net)
-    layer = layer_object(net, "drop")
 
-    def same_mask():
-        layer.rng = np.random.default_rng(3)
+    def same_mask():  # Python: the generator restarted; native: the mask is a function of (seed, count)
+        set_count(net, 0)
+        if impl == "python":
+            layer_object(net, "drop").rng = np.random.default_rng(3)
 
     check_gradients(net, same_mask)
     net.forward()
@@ -73,11 +147,25 @@ def test_dropin_train_gradients_with_the_mask_held_fixed(write, shape):
     assert np.all((out == prev) | (out == new))
 
 
+def test_dropin_train_selects_and_routes_exactly(write, impl):
+    net = dropin_net(write, impl, (3, 5, 7, 9), '{"mode": "regularize", "p_new": 0.5}')
+    fill(net)
+    out = net.forward()["out"].copy()
+    prev, new = net.blobs["prev"].data, net.blobs["new"].data
+    from_new = out == new
+    assert np.array_equal(out, np.where(from_new, new, prev)) and 0 < from_new.mean() < 1
+    weights = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+    net.blobs["out"].diff[...] = weights
+    net.backward()
+    assert np.array_equal(net.blobs["new"].diff, np.where(from_new, weights, 0))
+    assert np.array_equal(net.blobs["prev"].diff, np.where(from_new, 0, weights))
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("test_mode", ["expectation", "new", "prev"])
-def test_dropin_test_gradients(write, shape, test_mode):
-    net = dropin_net(write, shape, '{"length": 8, "test": "%s"}' % test_mode, phase=caffe.TEST)
-    layer_object(net, "drop").forward_count = 3
+def test_dropin_test_gradients(write, impl, shape, test_mode):
+    net = dropin_net(write, impl, shape, '{"length": 8, "test": "%s"}' % test_mode, phase=caffe.TEST)
+    set_count(net, 3)
     fill(net)
     check_gradients(net)
     net.forward()
@@ -87,10 +175,9 @@ def test_dropin_test_gradients(write, shape, test_mode):
 
 
 @pytest.mark.parametrize("p_new", [0.1, 0.25, 0.5, 0.75, 0.9])
-def test_dropin_fraction_from_new_follows_the_schedule(write, p_new):
-    net = dropin_net(write, (64, 50, 8, 8), '{"length": 1000, "seed": 1}')
-    layer = layer_object(net, "drop")
-    layer.forward_count = int(p_new * 1000)
+def test_dropin_fraction_from_new_follows_the_schedule(write, impl, p_new):
+    net = dropin_net(write, impl, (64, 50, 8, 8), '{"length": 1000, "seed": 1}')
+    set_count(net, int(p_new * 1000))
     net.blobs["prev"].data[...] = 0
     net.blobs["new"].data[...] = 1
     out = net.forward()
@@ -100,14 +187,15 @@ def test_dropin_fraction_from_new_follows_the_schedule(write, p_new):
 
 
 @pytest.mark.parametrize("count,source", [(0, "prev"), (10, "new"), (25, "new")])
-def test_dropin_ends_of_the_schedule_copy_exactly_without_drawing(write, count, source):
-    net = dropin_net(write, (4, 3, 5, 5), '{"length": 10}')
+def test_dropin_ends_of_the_schedule_copy_exactly_without_drawing(write, impl, count, source):
+    net = dropin_net(write, impl, (4, 3, 5, 5), '{"length": 10}')
     fill(net)
-    layer = layer_object(net, "drop")
-    layer.forward_count = count
-    state = layer.rng.bit_generator.state
+    set_count(net, count)
+    if impl == "python":
+        state = layer_object(net, "drop").rng.bit_generator.state
     net.forward()
-    assert layer.rng.bit_generator.state == state
+    if impl == "python":
+        assert layer_object(net, "drop").rng.bit_generator.state == state
     assert np.array_equal(net.blobs["out"].data, net.blobs[source].data)
     net.blobs["out"].diff[...] = 1
     net.backward()
@@ -115,10 +203,10 @@ def test_dropin_ends_of_the_schedule_copy_exactly_without_drawing(write, count, 
     assert (net.blobs[source].diff == 1).all() and not net.blobs[other].diff.any()
 
 
-def test_dropin_same_seed_same_masks(write):
+def test_dropin_same_seed_same_masks(write, impl):
     outs = []
     for seed in (5, 5, 6):
-        net = dropin_net(write, (8, 16), '{"length": 4, "seed": %d}' % seed)
+        net = dropin_net(write, impl, (8, 16), '{"length": 4, "seed": %d}' % seed)
         net.blobs["prev"].data[...] = 0
         net.blobs["new"].data[...] = 1
         outs.append(np.concatenate([net.forward()["out"].copy() for _ in range(3)]))
@@ -126,38 +214,37 @@ def test_dropin_same_seed_same_masks(write):
     assert not np.array_equal(outs[0], outs[2])
 
 
-def test_dropin_counter_counts_train_passes_only_and_stays_exact_past_2_to_24(write):
-    net = dropin_net(write, (2, 2), '{"length": %d}' % 2 ** 26)
-    layer = layer_object(net, "drop")
-    layer.forward_count = 2 ** 24 + 1
+def test_dropin_counter_counts_train_passes_only_and_stays_exact_past_2_to_24(write, impl):
+    net = dropin_net(write, impl, (2, 2), '{"length": %d}' % 2 ** 26)
+    set_count(net, 2 ** 24 + 1)
     out = net.forward()
-    assert layer.forward_count == 2 ** 24 + 2
+    assert get_count(net) == 2 ** 24 + 2
     assert float(out["p"]) == pytest.approx((2 ** 24 + 1) / 2 ** 26)
     low, high = net.params["drop"][0].data
     assert high * 2 ** 22 + low == 2 ** 24 + 2  # both halves exact in float32
-    test = dropin_net(write, (2, 2), '{"length": 4}', phase=caffe.TEST)
+    test = dropin_net(write, impl, (2, 2), '{"length": 4}', phase=caffe.TEST)
     test.forward()
-    assert layer_object(test, "drop").forward_count == 0
+    assert get_count(test) == 0
 
 
-def test_dropin_start_and_iter_size(write):
-    net = dropin_net(write, (1, 3), '{"length": 4, "start": 2, "iter_size": 2}')
+def test_dropin_start_and_iter_size(write, impl):
+    net = dropin_net(write, impl, (1, 3), '{"length": 4, "start": 2, "iter_size": 2}')
     p_values = [float(net.forward()["p"]) for _ in range(12)]
     # forward passes 0..11 are solver iterations 0,0,1,1,...; p grows from iteration 2 over 4 more.
     assert p_values == [0, 0, 0, 0, 0, 0, 0.25, 0.25, 0.5, 0.5, 0.75, 0.75]
 
 
-def test_regularize_mode_keeps_p_fixed(write):
-    net = dropin_net(write, (1, 3), '{"mode": "regularize", "p_new": 0.3}')
+def test_regularize_mode_keeps_p_fixed(write, impl):
+    net = dropin_net(write, impl, (1, 3), '{"mode": "regularize", "p_new": 0.3}')
     assert [float(net.forward()["p"]) for _ in range(3)] == [pytest.approx(0.3)] * 3
 
 
-def test_test_net_follows_the_train_counter_through_the_solver(write):
+def test_test_net_follows_the_train_counter_through_the_solver(write, impl):
     train_test = "force_backward: true\n"
     train_test += 'layer { name: "data" type: "DummyData" top: "prev" top: "new" dummy_data_param {'
     train_test += ' shape { dim: 2 dim: 3 } shape { dim: 2 dim: 3 }'
     train_test += ' data_filler { type: "constant" value: 0 } data_filler { type: "constant" value: 1 } } }\n'
-    train_test += python_layer("drop", "DropIn", ["prev", "new"], ["out", "p"], '{"length": 10}')
+    train_test += our_layer(impl, "drop", "DropIn", ["prev", "new"], ["out", "p"], '{"length": 10}')
     net_path = write("net.prototxt", train_test)
     solver_path = write("solver.prototxt", """
         net: "%s"
@@ -173,19 +260,34 @@ def test_test_net_follows_the_train_counter_through_the_solver(write):
     solver = caffe.SGDSolver(solver_path)
     solver.step(4)
     test = solver.test_nets[0]
-    assert layer_object(test, "drop").forward_count == 4
+    assert get_count(test) == 4
     out = test.forward()
     assert float(out["p"]) == pytest.approx(0.4)
     np.testing.assert_allclose(out["out"], 0.4, rtol=1e-6)
 
 
-def test_a_counter_changed_by_the_solver_is_reported(write, capfd):
-    net = dropin_net(write, (1, 3), '{"name": "drop", "length": 10}')
-    net.params["drop"][0].data[0] = 0.999995
+def test_a_counter_changed_by_the_solver_is_reported(write, impl, capfd):
+    # the counter made fractional, as weight decay would, in the .caffemodel the net loads
+    saved = caffe.Net(write("ok.prototxt", dropin_text("python", (1, 3), '{"name": "drop", "length": 10}')),
+                      caffe.TRAIN)
+    saved.params["drop"][0].data[0] = 0.999995
+    weights = write("weights.caffemodel", "")
+    saved.save(weights)
+    path = write("bad.prototxt", dropin_text(impl, (1, 3), '{"name": "drop", "length": 10}'))
+    message = "DropIn 'drop': its iteration counter (parameter blob) holds 0.99"
+    if impl == "native":
+        script = write("run.py", "import caffe\nfrom dropin_caffe import native\nnative.load()\n"
+                                 "caffe.Net(%r, caffe.TRAIN, weights=%r).forward()\n" % (path, weights))
+        run = subprocess.run([sys.executable, script], cwd=REPO, stderr=subprocess.PIPE,
+                             universal_newlines=True, timeout=120)
+        assert run.returncode != 0
+        line = [line for line in run.stderr.splitlines() if line.startswith("dropin_caffe: ")][0]
+        assert line.startswith("dropin_caffe: " + message) and "lr_mult: 0 decay_mult: 0" in line
+        return
     with pytest.raises(ConfigError, match=r"DropIn 'drop': its iteration counter .* not whole numbers.*"
                                           r"lr_mult: 0 decay_mult: 0"):
-        net.forward()
-    assert "dropin_caffe: DropIn 'drop': its iteration counter" in capfd.readouterr().err
+        caffe.Net(path, caffe.TRAIN, weights=weights).forward()
+    assert "dropin_caffe: " + message in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("param_str,message", [
@@ -206,47 +308,47 @@ def test_a_counter_changed_by_the_solver_is_reported(write, capfd):
     ("[5]", "DropIn: param_str must be a JSON object"),
     ('{"name": "d", "length": "__import__(os).getcwd()"}', '"length" must be an integer >= 1, got "__import__'),
 ])
-def test_dropin_bad_parameters_stop_setup_with_the_rule(write, capfd, param_str, message):
-    with pytest.raises(ConfigError) as error:
-        dropin_net(write, (1, 3), param_str)
-    assert message in str(error.value)
-    assert "dropin_caffe: " + str(error.value) in capfd.readouterr().err
+def test_dropin_bad_parameters_stop_setup_with_the_rule(write, impl, capfd, param_str, message):
+    path = write("bad.prototxt", dropin_text(impl, (1, 3), param_str))
+    expect_failure(impl, capfd, path, message)
 
 
-def test_dropin_shape_mismatch_says_to_insert_a_resize(write):
-    with pytest.raises(ConfigError, match=r"DropIn 'drop': bottoms prev and new must have the same shape, "
-                                          r"got \(2, 3, 4, 4\) and \(2, 5, 4, 4\); insert a Resize layer"):
-        dropin_net(write, (2, 3, 4, 4), '{"name": "drop", "length": 3}', second_shape=(2, 5, 4, 4))
+def test_dropin_shape_mismatch_says_to_insert_a_resize(write, impl, capfd):
+    path = write("bad.prototxt", dropin_text(impl, (2, 3, 4, 4), '{"name": "drop", "length": 3}',
+                                              second_shape=(2, 5, 4, 4)))
+    expect_failure(impl, capfd, path, "DropIn 'drop': bottoms prev and new must have the same shape, "
+                                      "got (2, 3, 4, 4) and (2, 5, 4, 4); insert a Resize layer")
 
 
-def test_dropin_bottom_and_top_counts(write):
-    text = input_layer("a", (1, 2)) + python_layer("drop", "DropIn", ["a"], ["out"], '{"name": "drop", "length": 3}')
-    with pytest.raises(ConfigError, match=r"DropIn 'drop': takes 2 bottoms \(prev, new\), got 1"):
-        caffe.Net(write("one.prototxt", text), caffe.TRAIN)
+@pytest.mark.parametrize("bottoms,tops,message", [
+    (["a"], ["out"], "DropIn 'drop': takes 2 bottoms (prev, new), got 1"),
+    (["a", "b"], ["x", "y", "z"], "takes 1 or 2 tops (the output, and optionally p), got 3"),
+])
+def test_dropin_bottom_and_top_counts(write, impl, capfd, bottoms, tops, message):
     text = input_layer("a", (1, 2)) + input_layer("b", (1, 2))
-    text += python_layer("drop", "DropIn", ["a", "b"], ["x", "y", "z"], '{"name": "drop", "length": 3}')
-    with pytest.raises(ConfigError, match=r"takes 1 or 2 tops \(the output, and optionally p\), got 3"):
-        caffe.Net(write("three.prototxt", text), caffe.TRAIN)
+    text += our_layer(impl, "drop", "DropIn", bottoms, tops, '{"name": "drop", "length": 3}')
+    expect_failure(impl, capfd, write("counts.prototxt", text), message)
 
 
 @pytest.mark.parametrize("shape,param_str,expected", [
     ((2, 3, 5, 7), '{"height": 10}', (2, 3, 10, 7)),
     ((2, 3, 5, 7), '{"width": 4}', (2, 3, 5, 4)),
     ((1, 3, 6, 6), '{"height": 3, "width": 11, "interp": "nearest"}', (1, 3, 3, 11)),
+    ((1, 2, 9, 9), '{"height": 3, "width": 4, "interp": "nearest"}', (1, 2, 3, 4)),
     ((2, 3, 5, 5), '{"channels": 6}', (2, 6, 5, 5)),
     ((2, 6, 4, 4), '{"channels": 2, "height": 9, "width": 9}', (2, 2, 9, 9)),
     ((1, 8), '{"channels": 5}', (1, 5)),
     ((3, 5), '{"channels": 8}', (3, 8)),
 ])
-def test_resize_shapes_and_gradients(write, shape, param_str, expected):
-    net = resize_net(write, shape, param_str)
+def test_resize_shapes_and_gradients(write, impl, shape, param_str, expected):
+    net = resize_net(write, impl, shape, param_str)
     fill(net)
     check_gradients(net)
     assert net.blobs["out"].data.shape == expected
 
 
-def test_resize_target_from_a_second_bottom(write):
-    net = resize_net(write, (2, 3, 4, 4), "", target_shape=(5, 6, 8, 2))
+def test_resize_target_from_a_second_bottom(write, impl):
+    net = resize_net(write, impl, (2, 3, 4, 4), "", target_shape=(5, 6, 8, 2))
     net.blobs["x"].data[...] = 1
     out = net.forward()["out"]
     assert out.shape == (2, 6, 8, 2)
@@ -257,12 +359,21 @@ def test_resize_target_from_a_second_bottom(write):
     assert not net.blobs["target"].diff.any()
 
 
-def test_resize_matches_the_kernel(write):
+@pytest.mark.parametrize("param_str,shape", [
+    ('{"channels": 4, "height": 9, "width": 3}', (2, 4, 9, 3)),
+    ('{"channels": 2, "height": 4, "width": 13, "interp": "nearest"}', (2, 2, 4, 13)),
+])
+def test_resize_matches_the_kernel(write, impl, param_str, shape):
     from dropin_caffe import kernels
-    net = resize_net(write, (2, 3, 5, 5), '{"channels": 4, "height": 9, "width": 3}')
+    net = resize_net(write, impl, (2, 3, 5, 5), param_str)
     fill(net)
-    expected = kernels.resize_forward(net.blobs["x"].data.copy(), (2, 4, 9, 3))
-    np.testing.assert_allclose(net.forward()["out"], expected, rtol=1e-6)
+    interp = "nearest" if "nearest" in param_str else "bilinear"
+    expected = kernels.resize_forward(net.blobs["x"].data.copy(), shape, interp)
+    np.testing.assert_allclose(net.forward()["out"], expected, rtol=1e-6, atol=1e-7)
+    net.blobs["out"].diff[...] = np.random.default_rng(2).standard_normal(shape)
+    net.backward()
+    expected = kernels.resize_backward(net.blobs["out"].diff.copy(), (2, 3, 5, 5), interp)
+    np.testing.assert_allclose(net.blobs["x"].diff, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape,param_str,target,message", [
@@ -274,8 +385,6 @@ def test_resize_matches_the_kernel(write):
     ((1, 3, 4, 4), '{"name": "r", "width": 3}', (1, 3, 2, 2), "Resize 'r': the target comes from the second bottom"),
     ((1, 3, 4, 4), '{"name": "r"}', (1, 3), "Resize 'r': the second bottom must have as many axes as the first"),
 ])
-def test_resize_errors(write, capfd, shape, param_str, target, message):
-    with pytest.raises(ConfigError) as error:
-        resize_net(write, shape, param_str, target)
-    assert message in str(error.value)
-    assert "dropin_caffe: " + str(error.value) in capfd.readouterr().err
+def test_resize_errors(write, impl, capfd, shape, param_str, target, message):
+    path = write("bad.prototxt", resize_text(impl, shape, param_str, target))
+    expect_failure(impl, capfd, path, message)
