@@ -363,3 +363,33 @@ def test_non_finite_and_extreme_numbers_reach_caffe_unchanged():
     tree = parse(source)
     assert parse(dumps(tree)) == tree
     assert check_with_caffe_pb2(source, "solver") is True
+
+
+# Hostile input: one long line must not make the tokenizer backtrack quadratically.
+_HOSTILE_LINES = {
+    "digits then a letter": (lambda n: "a: " + "1" * n + "x", "got a malformed number"),
+    "escaped quotes, never closed": (lambda n: 'a: "' + '\\"' * (n // 2), "got an unterminated string"),
+    "escaped single quotes, never closed": (lambda n: "a: '" + "\\'" * (n // 2), "got an unterminated string"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_HOSTILE_LINES))
+def test_tokenizing_one_long_hostile_line_is_linear(case):
+    import time
+    make, error = _HOSTILE_LINES[case]
+
+    def seconds(n):
+        text = make(n)
+        best = float("inf")
+        for _ in range(3):  # best of three: the machine is shared
+            start = time.perf_counter()
+            with pytest.raises(prototxt.PrototxtError) as info:
+                parse(text)
+            best = min(best, time.perf_counter() - start)
+        message = str(info.value)
+        assert "\n" not in message and message.startswith("<string>:1:4: expected a value") and error in message
+        return best
+
+    one_mb, two_mb = seconds(1 << 20), seconds(2 << 20)
+    assert two_mb < 2.0
+    assert two_mb <= 2.5 * max(one_mb, 0.005), (one_mb, two_mb)

@@ -123,10 +123,18 @@ class Message:
 # One regex for every token; whitespace and comments are matched (and dropped) like tokens, so
 # the scanner never loops over characters in Python. A number must not run into a letter, digit
 # or dot ("12abc", "1.2.3"): those are `malformed` and reported where they start.
+#
+# Scanning must stay linear on hostile input, so no alternative may backtrack over a long run.
+# A number's body is matched atomically (Python 3.9 has no (?>...): a lookahead captures the
+# greedy match, a backreference consumes it), so "123...9x" fails its lookahead once instead of
+# retrying every split of the digits. An unterminated string is one token to the end of its
+# line, so the scanner does not restart a string at every quote of '"\\"\\"\\"...'.
 _TOKEN = re.compile(r"""
     (?P<skip>(?:[ \t\r\n\f\v]+|\#[^\n]*)+)
   | (?P<string>"(?:[^"\\\n]|\\[^\n])*"|'(?:[^'\\\n]|\\[^\n])*')
-  | (?P<number>(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?)(?![A-Za-z0-9_.]))
+  | (?P<unterminated>"(?:[^"\\\n]|\\[^\n])*|'(?:[^'\\\n]|\\[^\n])*)
+  | (?P<number>(?=(?P<number_body>0[xX][0-9a-fA-F]+|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?))
+               (?P=number_body)(?![A-Za-z0-9_.]))
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<symbol>[{}<>\[\]:,;-])
   | (?P<malformed>[0-9.][A-Za-z0-9_.]*)
@@ -157,8 +165,10 @@ class _Parser:
         if got is None:
             if kind == "end":
                 got = "end of file"
+            elif kind == "unterminated":
+                got = "an unterminated string"
             elif kind == "bad":
-                got = ("an unterminated string" if token in "\"'" else '"%s"' % token)
+                got = '"%s"' % token
             elif kind == "malformed":
                 got = 'a malformed number "%s"' % token
             elif kind == "string":
