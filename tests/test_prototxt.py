@@ -255,9 +255,9 @@ def test_read_errors_name_the_path(tmp_path):
     with pytest.raises(ConfigError, match="cannot read %s: it is a directory" % tmp_path):
         read(str(tmp_path))
     latin = tmp_path / "latin.prototxt"
-    latin.write_bytes(b'name: "caf\xe9"\n')
-    with pytest.raises(ConfigError, match="cannot read %s: a prototxt must be UTF-8 text, "
-                                          "got byte 0xe9 at offset 10" % latin):
+    latin.write_bytes(b'layer {}\nname: "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="%s:2:11: a prototxt must be UTF-8 text, "
+                                          r"got byte 0xe9 \(byte offset 19\)" % latin):
         read(str(latin))
     broken = tmp_path / "broken.prototxt.gz"
     broken.write_bytes(b"not gzip at all")
@@ -393,3 +393,33 @@ def test_tokenizing_one_long_hostile_line_is_linear(case):
     one_mb, two_mb = seconds(1 << 20), seconds(2 << 20)
     assert two_mb < 2.0
     assert two_mb <= 2.5 * max(one_mb, 0.005), (one_mb, two_mb)
+
+
+def _damaged_gzips(text):
+    good = gzip.compress(text.encode())
+    return {"truncated": (good[:len(good) // 2], "the gzip data is truncated"),
+            "corrupt": (good[:12] + bytes(b ^ 0xFF for b in good[12:30]) + good[30:], "the gzip data is damaged"),
+            "bad crc": (good[:-8] + bytes(8), "CRC check failed")}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "bad crc"])
+def test_read_damaged_gz_is_one_line_config_error(tmp_path, damage):
+    data, reason = _damaged_gzips('name: "n"\n' + 'layer { name: "a" type: "ReLU" }\n' * 200)[damage]
+    path = tmp_path / "net.prototxt.gz"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as info:
+        read(str(path))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("cannot read %s: " % path) and reason in message
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("a: 1" + "2" * 200000 + "x", 'got a malformed number "1' + "2" * 56 + '..."'),
+    ("x" * 200000 + " 1", 'after field name "' + "x" * 57 + '..."'),
+    ("a { " + "x" * 200000 + " }", 'after field name "' + "x" * 57 + '..."'),
+    ("a: [1 " + "y" * 200000 + "]", 'got "' + "y" * 57 + '..."'),
+], ids=["number", "field name", "nested field name", "list item"])
+def test_errors_cut_echoed_tokens(text, shown):
+    with pytest.raises(prototxt.PrototxtError) as info:
+        parse(text)
+    assert shown in str(info.value) and len(str(info.value)) < 300

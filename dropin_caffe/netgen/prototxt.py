@@ -151,6 +151,11 @@ _SIMPLE_ESCAPES = {"n": b"\n", "t": b"\t", "r": b"\r", "a": b"\a", "b": b"\b", "
                    "v": b"\v", "\\": b"\\", "'": b"'", '"': b'"', "?": b"?"}
 
 
+def _clip(token, limit=60):
+    """A token as an error message echoes it: whole up to `limit` characters, else its start."""
+    return token if len(token) <= limit else token[:limit - 3] + "..."
+
+
 class _Parser:
     def __init__(self, text, filename):
         self.text = text
@@ -170,11 +175,11 @@ class _Parser:
             elif kind == "bad":
                 got = '"%s"' % token
             elif kind == "malformed":
-                got = 'a malformed number "%s"' % token
+                got = 'a malformed number "%s"' % _clip(token)
             elif kind == "string":
                 got = token if len(token) <= 40 else token[:36] + "..." + token[0]
             else:
-                got = '"%s"' % token
+                got = '"%s"' % _clip(token)
         raise PrototxtError("%s: expected %s, got %s" % (self.where(position), expected, got))
 
     def where(self, position):
@@ -220,7 +225,7 @@ class _Parser:
         elif colon:
             fields.append([name, self.scalar()])
         else:
-            self.fail('":" or "{" after field name "%s"' % name)
+            self.fail('":" or "{" after field name "%s"' % _clip(name))
 
     def items(self, name, fields, depth, messages_only):
         """The rest of a list `[a, b, ...]`: each item becomes one repeated field."""
@@ -242,7 +247,7 @@ class _Parser:
             if kind == "symbol" and token == "]":
                 return
             if not (kind == "symbol" and token == ","):
-                self.fail('"," or "]" in the list for "%s"' % name, self.i - 1)
+                self.fail('"," or "]" in the list for "%s"' % _clip(name), self.i - 1)
 
     def scalar(self):
         tokens = self.tokens
@@ -350,8 +355,8 @@ def _format(value, name):
     kind = type(value)
     if kind is Enum:
         if not _IDENTIFIER.match(value) and not (value[:1] in "-0123456789." and _is_number_literal(value)):
-            raise PrototxtError('cannot write field "%s": an Enum must be an identifier, got %r'
-                                % (name, value))
+            raise PrototxtError('cannot write field "%s": an Enum must be an identifier, got %s'
+                                % (_clip(name), _clip(repr(value))))
         return value
     if kind is str:
         return '"%s"' % (_NEEDS_ESCAPE.sub(_escape_char, value) if _NEEDS_ESCAPE.search(value) else value)
@@ -364,7 +369,7 @@ def _format(value, name):
             return repr(value)
         return "nan" if value != value else ("inf" if value > 0 else "-inf")
     raise PrototxtError('cannot write field "%s": values must be Message, str, Enum, bool, int or float, '
-                        'got %s %r' % (name, type(value).__name__, value))
+                        'got %s %s' % (_clip(name), type(value).__name__, _clip(repr(value))))
 
 
 def _is_number_literal(text):
@@ -378,7 +383,7 @@ def _dump(message, indent, out, depth):
     pad = "  " * indent
     for name, value in message.fields:
         if type(name) is not str or not _FIELD_NAME.match(name):
-            raise PrototxtError("cannot write a field: names must be identifiers, got %r" % (name,))
+            raise PrototxtError("cannot write a field: names must be identifiers, got %s" % _clip(repr(name)))
         if type(value) is Message:
             out.append("%s%s {\n" % (pad, name))
             _dump(value, indent + 1, out, depth + 1)
@@ -411,14 +416,16 @@ def read(path):
         raise PrototxtError("cannot read %s: no such file; check the path" % path) from None
     except IsADirectoryError:
         raise PrototxtError("cannot read %s: it is a directory, not a prototxt file" % path) from None
-    except (OSError, EOFError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise PrototxtError("cannot read %s: %s" % (path, reason)) from None
+    except files.READ_ERRORS as error:
+        raise PrototxtError("cannot read %s: %s" % (path, files.read_error_reason(error))) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise PrototxtError("cannot read %s: a prototxt must be UTF-8 text, got byte 0x%02x at offset %d"
-                            % (path, data[error.start], error.start)) from None
+        start = error.start
+        line = data.count(b"\n", 0, start) + 1
+        column = start - data.rfind(b"\n", 0, start)  # in bytes, counting from 1
+        raise PrototxtError("%s:%d:%d: a prototxt must be UTF-8 text, got byte 0x%02x (byte offset %d); "
+                            "save the file as UTF-8" % (path, line, column, data[start], start)) from None
     return parse(text, filename=path)
 
 
