@@ -381,7 +381,7 @@ def test_tokenizing_one_long_hostile_line_is_linear(case):
     def seconds(n):
         text = make(n)
         best = float("inf")
-        for _ in range(3):  # best of three: the machine is shared
+        for _ in range(5):  # best of five: the machine is shared
             start = time.perf_counter()
             with pytest.raises(prototxt.PrototxtError) as info:
                 parse(text)
@@ -392,7 +392,9 @@ def test_tokenizing_one_long_hostile_line_is_linear(case):
 
     one_mb, two_mb = seconds(1 << 20), seconds(2 << 20)
     assert two_mb < 2.0
-    assert two_mb <= 2.5 * max(one_mb, 0.005), (one_mb, two_mb)
+    # Linear scanning takes ~10 ms per MB, where timer noise dominates; quadratic took 6 s for
+    # 8 KB. Below 50 ms the ratio says nothing, so it is taken against at least that.
+    assert two_mb <= 2.5 * max(one_mb, 0.05), (one_mb, two_mb)
 
 
 def _damaged_gzips(text):
