@@ -12,8 +12,23 @@ temporary file keeps the target's extension).
 """
 import os
 import tempfile
+import zlib
 
 from .errors import ConfigError
+
+
+# What reading a plain or gzip-compressed input can raise: a damaged .gz raises zlib.error (no
+# OSError) mid-stream, a truncated one EOFError.
+READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def read_error_reason(error):
+    """Words for why reading (and gunzipping) an input failed, for a one-line message."""
+    if isinstance(error, zlib.error):
+        return "the gzip data is damaged (%s); re-create or re-download the file" % error
+    if isinstance(error, EOFError):
+        return "the gzip data is truncated (%s); re-create or re-download the file" % error
+    return getattr(error, "strerror", None) or str(error)
 
 
 def check_output(path, force=False, what=None, parent_may_be_missing=False):

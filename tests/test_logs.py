@@ -379,3 +379,16 @@ def test_write_csv_leaves_nothing_when_it_fails(tmp_path):
     with pytest.raises(ConfigError, match="missing_dir"):
         write_csv(rows_for(parse_log(PLAIN), "b", "lenet", 2), str(target))
     assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_read_log_damaged_gz_is_one_line_config_error(tmp_path, damage):
+    good = gzip.compress((PLAIN * 20).encode())
+    data = {"truncated": good[:len(good) // 2],
+            "corrupt": good[:12] + bytes(b ^ 0xFF for b in good[12:30]) + good[30:]}[damage]
+    path = tmp_path / "caffe.log.gz"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as raised:
+        read_log(str(path))
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("log %s cannot be read (the gzip data is" % path)

@@ -248,9 +248,9 @@ def read_log(path):
             text = stream.read()
     except FileNotFoundError:
         raise ConfigError("log %s does not exist; give the path of a caffe train log" % path) from None
-    except (OSError, EOFError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        raise ConfigError("log %s cannot be read (%s); give a readable text file" % (path, reason)) from None
+    except files.READ_ERRORS as error:
+        raise ConfigError("log %s cannot be read (%s); give a readable text file"
+                          % (path, files.read_error_reason(error))) from None
     log = parse_log(text, source=str(path))
     if not log.iterations:
         raise ConfigError("%s is not a Caffe training log: no \"Iteration N\" lines from a solver; give the "

@@ -123,10 +123,18 @@ class Message:
 # One regex for every token; whitespace and comments are matched (and dropped) like tokens, so
 # the scanner never loops over characters in Python. A number must not run into a letter, digit
 # or dot ("12abc", "1.2.3"): those are `malformed` and reported where they start.
+#
+# Scanning must stay linear on hostile input, so no alternative may backtrack over a long run.
+# A number's body is matched atomically (Python 3.9 has no (?>...): a lookahead captures the
+# greedy match, a backreference consumes it), so "123...9x" fails its lookahead once instead of
+# retrying every split of the digits. An unterminated string is one token to the end of its
+# line, so the scanner does not restart a string at every quote of '"\\"\\"\\"...'.
 _TOKEN = re.compile(r"""
     (?P<skip>(?:[ \t\r\n\f\v]+|\#[^\n]*)+)
   | (?P<string>"(?:[^"\\\n]|\\[^\n])*"|'(?:[^'\\\n]|\\[^\n])*')
-  | (?P<number>(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?)(?![A-Za-z0-9_.]))
+  | (?P<unterminated>"(?:[^"\\\n]|\\[^\n])*|'(?:[^'\\\n]|\\[^\n])*)
+  | (?P<number>(?=(?P<number_body>0[xX][0-9a-fA-F]+|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?))
+               (?P=number_body)(?![A-Za-z0-9_.]))
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<symbol>[{}<>\[\]:,;-])
   | (?P<malformed>[0-9.][A-Za-z0-9_.]*)
@@ -143,6 +151,11 @@ _SIMPLE_ESCAPES = {"n": b"\n", "t": b"\t", "r": b"\r", "a": b"\a", "b": b"\b", "
                    "v": b"\v", "\\": b"\\", "'": b"'", '"': b'"', "?": b"?"}
 
 
+def _clip(token, limit=60):
+    """A token as an error message echoes it: whole up to `limit` characters, else its start."""
+    return token if len(token) <= limit else token[:limit - 3] + "..."
+
+
 class _Parser:
     def __init__(self, text, filename):
         self.text = text
@@ -157,14 +170,16 @@ class _Parser:
         if got is None:
             if kind == "end":
                 got = "end of file"
+            elif kind == "unterminated":
+                got = "an unterminated string"
             elif kind == "bad":
-                got = ("an unterminated string" if token in "\"'" else '"%s"' % token)
+                got = '"%s"' % token
             elif kind == "malformed":
-                got = 'a malformed number "%s"' % token
+                got = 'a malformed number "%s"' % _clip(token)
             elif kind == "string":
                 got = token if len(token) <= 40 else token[:36] + "..." + token[0]
             else:
-                got = '"%s"' % token
+                got = '"%s"' % _clip(token)
         raise PrototxtError("%s: expected %s, got %s" % (self.where(position), expected, got))
 
     def where(self, position):
@@ -210,7 +225,7 @@ class _Parser:
         elif colon:
             fields.append([name, self.scalar()])
         else:
-            self.fail('":" or "{" after field name "%s"' % name)
+            self.fail('":" or "{" after field name "%s"' % _clip(name))
 
     def items(self, name, fields, depth, messages_only):
         """The rest of a list `[a, b, ...]`: each item becomes one repeated field."""
@@ -232,7 +247,7 @@ class _Parser:
             if kind == "symbol" and token == "]":
                 return
             if not (kind == "symbol" and token == ","):
-                self.fail('"," or "]" in the list for "%s"' % name, self.i - 1)
+                self.fail('"," or "]" in the list for "%s"' % _clip(name), self.i - 1)
 
     def scalar(self):
         tokens = self.tokens
@@ -340,8 +355,8 @@ def _format(value, name):
     kind = type(value)
     if kind is Enum:
         if not _IDENTIFIER.match(value) and not (value[:1] in "-0123456789." and _is_number_literal(value)):
-            raise PrototxtError('cannot write field "%s": an Enum must be an identifier, got %r'
-                                % (name, value))
+            raise PrototxtError('cannot write field "%s": an Enum must be an identifier, got %s'
+                                % (_clip(name), _clip(repr(value))))
         return value
     if kind is str:
         return '"%s"' % (_NEEDS_ESCAPE.sub(_escape_char, value) if _NEEDS_ESCAPE.search(value) else value)
@@ -354,7 +369,7 @@ def _format(value, name):
             return repr(value)
         return "nan" if value != value else ("inf" if value > 0 else "-inf")
     raise PrototxtError('cannot write field "%s": values must be Message, str, Enum, bool, int or float, '
-                        'got %s %r' % (name, type(value).__name__, value))
+                        'got %s %s' % (_clip(name), type(value).__name__, _clip(repr(value))))
 
 
 def _is_number_literal(text):
@@ -368,7 +383,7 @@ def _dump(message, indent, out, depth):
     pad = "  " * indent
     for name, value in message.fields:
         if type(name) is not str or not _FIELD_NAME.match(name):
-            raise PrototxtError("cannot write a field: names must be identifiers, got %r" % (name,))
+            raise PrototxtError("cannot write a field: names must be identifiers, got %s" % _clip(repr(name)))
         if type(value) is Message:
             out.append("%s%s {\n" % (pad, name))
             _dump(value, indent + 1, out, depth + 1)
@@ -401,14 +416,16 @@ def read(path):
         raise PrototxtError("cannot read %s: no such file; check the path" % path) from None
     except IsADirectoryError:
         raise PrototxtError("cannot read %s: it is a directory, not a prototxt file" % path) from None
-    except (OSError, EOFError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise PrototxtError("cannot read %s: %s" % (path, reason)) from None
+    except files.READ_ERRORS as error:
+        raise PrototxtError("cannot read %s: %s" % (path, files.read_error_reason(error))) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise PrototxtError("cannot read %s: a prototxt must be UTF-8 text, got byte 0x%02x at offset %d"
-                            % (path, data[error.start], error.start)) from None
+        start = error.start
+        line = data.count(b"\n", 0, start) + 1
+        column = start - data.rfind(b"\n", 0, start)  # in bytes, counting from 1
+        raise PrototxtError("%s:%d:%d: a prototxt must be UTF-8 text, got byte 0x%02x (byte offset %d); "
+                            "save the file as UTF-8" % (path, line, column, data[start], start)) from None
     return parse(text, filename=path)
 
 
