@@ -134,3 +134,21 @@ def test_caffe_env_preloads_the_library_for_the_caffe_command_only(monkeypatch, 
     preload = env._preload_native(["/usr/bin/caffe", "train"], {"LD_PRELOAD": "libother.so"})
     assert preload == str(tmp_path / "native" / "libdropin_caffe_native.so") + ":libother.so"
     assert env._preload_native(["python3", "-m", "pytest"], {}) is None
+
+
+def test_blobs_past_the_streaming_size_select_and_route_exactly(write, library):
+    shape = (100, 32, 32, 33)  # 13.5 MB a blob: written with non-temporal stores; not a multiple of 64 units
+    text = "force_backward: true\n" + input_layer("prev", shape) + input_layer("new", shape)
+    text += python_layer("drop", "DropIn", ["prev", "new"], ["out"], '{"mode": "regularize", "p_new": 0.3}')
+    net = caffe.Net(write("big.prototxt", text.replace('type: "Python"', 'type: "DropIn"')), caffe.TRAIN)
+    rng = np.random.default_rng(0)
+    net.blobs["prev"].data[...] = rng.standard_normal(shape)
+    net.blobs["new"].data[...] = rng.standard_normal(shape)
+    out = net.forward()["out"]
+    from_new = out == net.blobs["new"].data
+    assert np.array_equal(out, np.where(from_new, net.blobs["new"].data, net.blobs["prev"].data))
+    assert abs(from_new.mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / out.size)
+    net.blobs["out"].diff[...] = net.blobs["prev"].data
+    net.backward()
+    assert np.array_equal(net.blobs["new"].diff, np.where(from_new, net.blobs["prev"].data, 0))
+    assert np.array_equal(net.blobs["prev"].diff, np.where(from_new, 0, net.blobs["prev"].data))
