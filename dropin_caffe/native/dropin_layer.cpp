@@ -123,7 +123,8 @@ inline void select_block_streamed(uint32_t word, const float* a, const float* b,
   for (int j = 0; j < 32; j += 4) {
     const __m128 take_b = _mm_castsi128_ps(
         _mm_cmpeq_epi32(_mm_and_si128(_mm_set1_epi32(static_cast<int>(word >> j)), single), single));
-    const __m128 chosen = _mm_or_ps(_mm_andnot_ps(take_b, _mm_loadu_ps(a + j)), _mm_and_ps(take_b, _mm_loadu_ps(b + j)));
+    const __m128 chosen = _mm_or_ps(_mm_andnot_ps(take_b, _mm_loadu_ps(a + j)),
+                                    _mm_and_ps(take_b, _mm_loadu_ps(b + j)));
     _mm_stream_ps(out + j, chosen);
   }
 #else
