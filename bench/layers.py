@@ -165,8 +165,9 @@ def bench_dropin(folder, label, shape, budget, data, native):
         ours_ms, dropout_ms = compare(ours.run, baseline.run, budget)
         ours_again_ms, copy_ms = compare(ours.run, lambda: np.copyto(copy, source), budget / 2)
         ours_name = "%s DropIn fwd+bwd" % kind
-        records += [record("DropIn vs Dropout, " + name, ours_name, ours_ms, "Dropout fwd+bwd", dropout_ms),
-                    record("DropIn vs copy, " + name, ours_name, ours_again_ms, "np.copyto", copy_ms)]
+        records += [record("%s DropIn vs Dropout, %s" % (kind, name), ours_name, ours_ms, "Dropout fwd+bwd",
+                           dropout_ms),
+                    record("%s DropIn vs copy, %s" % (kind, name), ours_name, ours_again_ms, "np.copyto", copy_ms)]
         if not is_native:
             python_ms = ours_ms
     # Where the Python layer's time goes: our kernels on their own, on the same blobs; the rest is
@@ -195,8 +196,8 @@ def bench_resize(folder, shape, size, budget, data, native):
         difference = ours.net.blobs["out"].data[interior] - baseline.net.blobs["out"].data[interior]
         agree = max(agree, float(np.abs(difference).max()))
         ours_ms, deconv_ms = compare(ours.run, baseline.run, budget)
-        records.append(record("Resize vs Deconvolution, " + name, "%s Resize fwd+bwd" % kind, ours_ms,
-                              "Deconvolution fwd+bwd", deconv_ms))
+        records.append(record("%s Resize vs Deconvolution, %s" % (kind, name), "%s Resize fwd+bwd" % kind,
+                              ours_ms, "Deconvolution fwd+bwd", deconv_ms))
     return records, agree
 
 

@@ -201,19 +201,23 @@ def _binds():
 
 
 def _preload_native(argv, env):
-    """For the `caffe` command line, LD_PRELOAD the native DropIn layers once they are built
-    (`python3 -m dropin_caffe.native build`), so its prototxts may use type "DropIn"."""
+    """LD_PRELOAD for `argv`: the native DropIn layers for the `caffe` command line once they are
+    built (`python3 -m dropin_caffe.native build`), so its prototxts may use type "DropIn";
+    otherwise whatever env already has (None: unset)."""
     library = os.path.join(home(), "native", "libdropin_caffe_native.so")
     if argv and os.path.basename(argv[0]) == "caffe" and os.path.exists(library):
-        env["LD_PRELOAD"] = os.pathsep.join(p for p in (library, env.get("LD_PRELOAD")) if p)
-    return env
+        return os.pathsep.join(p for p in (library, env.get("LD_PRELOAD")) if p)
+    return env.get("LD_PRELOAD")
 
 
 def command_line(argv, log=lambda line: None):
     """The argv and environment that run `argv` with Caffe (building the root on first use)."""
-    env = _preload_native(argv, _env_with_pythonpath(dict(os.environ)))
+    env = _env_with_pythonpath(dict(os.environ))
+    preload = _preload_native(argv, env)
     if host_has_caffe():
         fetch_mnist(log)
+        if preload:
+            env["LD_PRELOAD"] = preload
         return list(argv), env
     target = create(log=log)
     fetch_mnist(log)
@@ -223,6 +227,8 @@ def command_line(argv, log=lambda line: None):
     bwrap = ["bwrap", "--bind", target, "/", "--dev", "/dev", "--proc", "/proc", "--die-with-parent"]
     for path in _binds():
         bwrap += ["--bind", path, path]
+    if preload != env.get("LD_PRELOAD"):  # inside only: bwrap itself cannot load the root's libraries
+        bwrap += ["--setenv", "LD_PRELOAD", preload]
     return bwrap + ["--chdir", os.getcwd(), "--"] + list(argv), env
 
 

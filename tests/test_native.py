@@ -108,3 +108,47 @@ def test_select_is_bit_exact_for_nan_and_negative_zero(write, library):
     net.blobs["new"].data[...] = np.nan
     out = net.forward()["out"].view(np.uint32)
     assert set(np.unique(out)) <= {np.float32(-0.0).view(np.uint32), np.float32(np.nan).view(np.uint32)}
+
+
+def test_caffe_random_seed_makes_unseeded_masks_reproducible(write, library):
+    text = input_layer("prev", (8, 64)) + input_layer("new", (8, 64))
+    text += python_layer("drop", "DropIn", ["prev", "new"], ["out"], '{"mode": "regularize", "p_new": 0.5}')
+    path = write("n.prototxt", text.replace('type: "Python"', 'type: "DropIn"'))
+    outs = []
+    for seed in (11, 11, 12):
+        caffe.set_random_seed(seed)
+        net = caffe.Net(path, caffe.TRAIN)
+        net.blobs["new"].data[...] = 1
+        net.blobs["prev"].data[...] = 0
+        outs.append(np.concatenate([net.forward()["out"].copy() for _ in range(2)]))
+    assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
+    assert not np.array_equal(outs[0][:8], outs[0][8:])  # a fresh mask every pass
+
+
+def test_caffe_env_preloads_the_library_for_the_caffe_command_only(monkeypatch, tmp_path):
+    from dropin_caffe import env
+    monkeypatch.setenv("DROPIN_CAFFE_HOME", str(tmp_path))
+    assert env._preload_native(["caffe", "train"], {}) is None  # not built: nothing
+    (tmp_path / "native").mkdir()
+    (tmp_path / "native" / "libdropin_caffe_native.so").write_bytes(b"")
+    preload = env._preload_native(["/usr/bin/caffe", "train"], {"LD_PRELOAD": "libother.so"})
+    assert preload == str(tmp_path / "native" / "libdropin_caffe_native.so") + ":libother.so"
+    assert env._preload_native(["python3", "-m", "pytest"], {}) is None
+
+
+def test_blobs_past_the_streaming_size_select_and_route_exactly(write, library):
+    shape = (100, 32, 32, 33)  # 13.5 MB a blob: written with non-temporal stores; not a multiple of 64 units
+    text = "force_backward: true\n" + input_layer("prev", shape) + input_layer("new", shape)
+    text += python_layer("drop", "DropIn", ["prev", "new"], ["out"], '{"mode": "regularize", "p_new": 0.3}')
+    net = caffe.Net(write("big.prototxt", text.replace('type: "Python"', 'type: "DropIn"')), caffe.TRAIN)
+    rng = np.random.default_rng(0)
+    net.blobs["prev"].data[...] = rng.standard_normal(shape)
+    net.blobs["new"].data[...] = rng.standard_normal(shape)
+    out = net.forward()["out"]
+    from_new = out == net.blobs["new"].data
+    assert np.array_equal(out, np.where(from_new, net.blobs["new"].data, net.blobs["prev"].data))
+    assert abs(from_new.mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / out.size)
+    net.blobs["out"].diff[...] = net.blobs["prev"].data
+    net.backward()
+    assert np.array_equal(net.blobs["new"].diff, np.where(from_new, net.blobs["prev"].data, 0))
+    assert np.array_equal(net.blobs["prev"].diff, np.where(from_new, 0, net.blobs["prev"].data))

@@ -174,25 +174,30 @@ def build(force=False):
     """Build the library unless a current one is cached; return its path."""
     library, target = _target()
     with _locked():  # a second build waits for the first, then reuses it
-        if os.path.exists(target) and not force:
-            return target
-        includes = _include_dirs(library)
-        compiler = _check_tools(includes)
-        flags = [compiler, *FLAGS, *("-I" + d for d in includes)]
-        with tempfile.TemporaryDirectory(prefix="build.", dir=cache_dir()) as work:
-            objects = [os.path.join(work, source[:-4] + ".o") for source in SOURCES]
-            commands = [flags + ["-c", os.path.join(HERE, source), "-o", obj] for source, obj in zip(SOURCES, objects)]
-            with concurrent.futures.ThreadPoolExecutor(max(1, min(len(SOURCES), os.cpu_count() or 1))) as pool:
-                list(pool.map(_run, commands))
-            linked = os.path.join(work, "linked.so")
-            _run([compiler, "-shared", "-o", linked, *objects, library, *LIBRARIES])
-            os.replace(linked, target)  # same file system: atomic
-        link = os.path.join(cache_dir(), "preload.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)
-        os.symlink(target, link)
-        os.replace(link, preload_path())
+        if not os.path.exists(target) or force:
+            _compile(library, target)
+        if os.path.realpath(preload_path()) != target:
+            link = os.path.join(cache_dir(), "preload.tmp")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)
+            os.symlink(target, link)
+            os.replace(link, preload_path())  # atomic, like the library itself
     return target
+
+
+def _compile(library, target):
+    """Compile the sources in parallel and link them against `library` into `target`."""
+    includes = _include_dirs(library)
+    compiler = _check_tools(includes)
+    flags = [compiler, *FLAGS, *("-I" + d for d in includes)]
+    with tempfile.TemporaryDirectory(prefix="build.", dir=cache_dir()) as work:
+        objects = [os.path.join(work, source[:-4] + ".o") for source in SOURCES]
+        commands = [flags + ["-c", os.path.join(HERE, source), "-o", obj] for source, obj in zip(SOURCES, objects)]
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(len(SOURCES), os.cpu_count() or 1))) as pool:
+            list(pool.map(_run, commands))
+        linked = os.path.join(work, "linked.so")
+        _run([compiler, "-shared", "-o", linked, *objects, library, *LIBRARIES])
+        os.replace(linked, target)  # same file system: atomic
 
 
 def load():

@@ -102,9 +102,47 @@ inline void select_block(uint32_t word, int n, const Dtype* __restrict__ a, cons
   }
 }
 
+// Blobs from this size on are written with non-temporal stores: a pass over them (3 blobs)
+// overflows the last-level cache a core sees anyway, and streaming skips reading each output
+// line before overwriting it, a third of the memory traffic. Smaller blobs stay in cache.
+const size_t kStreamBytes = size_t(8) << 20;
+
+template <typename Dtype>
+bool streams(int count, const Dtype* out) {
+#ifdef __SSE2__
+  return sizeof(Dtype) == 4 && count * sizeof(Dtype) >= kStreamBytes && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+#else
+  return false;
+#endif
+}
+
+// select_block for 32 aligned float units, written around the cache.
+inline void select_block_streamed(uint32_t word, const float* a, const float* b, float* out) {
+#ifdef __SSE2__
+  const __m128i single = _mm_set_epi32(8, 4, 2, 1);
+  for (int j = 0; j < 32; j += 4) {
+    const __m128 take_b = _mm_castsi128_ps(
+        _mm_cmpeq_epi32(_mm_and_si128(_mm_set1_epi32(static_cast<int>(word >> j)), single), single));
+    const __m128 chosen = _mm_or_ps(_mm_andnot_ps(take_b, _mm_loadu_ps(a + j)),
+                                    _mm_and_ps(take_b, _mm_loadu_ps(b + j)));
+    _mm_stream_ps(out + j, chosen);
+  }
+#else
+  select_block<float, 32>(word, 32, a, b, out);
+#endif
+}
+inline void select_block_streamed(uint32_t word, const double* a, const double* b, double* out) {
+  select_block<double, 32>(word, 32, a, b, out);  // streams() is false for double
+}
+
 // out[j] = bit j of `bits` ? b[j] : a[j], for j < n <= 64.
 template <typename Dtype>
-inline void select_units(uint64_t bits, int n, const Dtype* a, const Dtype* b, Dtype* out) {
+inline void select_units(uint64_t bits, int n, const Dtype* a, const Dtype* b, Dtype* out, bool stream) {
+  if (n == 64 && stream) {
+    select_block_streamed(static_cast<uint32_t>(bits), a, b, out);
+    select_block_streamed(static_cast<uint32_t>(bits >> 32), a + 32, b + 32, out + 32);
+    return;
+  }
   if (n == 64) {
     select_block<Dtype, 32>(static_cast<uint32_t>(bits), 32, a, b, out);
     select_block<Dtype, 32>(static_cast<uint32_t>(bits >> 32), 32, a + 32, b + 32, out + 32);
@@ -116,6 +154,13 @@ inline void select_units(uint64_t bits, int n, const Dtype* a, const Dtype* b, D
   }
 }
 
+// Orders the streamed stores before anything that follows (they bypass the usual ordering).
+inline void store_fence() {
+#ifdef __SSE2__
+  _mm_sfence();
+#endif
+}
+
 }  // namespace
 
 template <typename Dtype>
@@ -123,22 +168,27 @@ void dropin_select_forward(int count, const Dtype* prev, const Dtype* next, doub
                            uint64_t key, uint64_t* mask, Dtype* top) {
   const Threshold threshold(p_new);
   const uint64_t tie_key = mix64(key);
+  const bool stream = streams(count, top);
   for (int begin = 0; begin < count; begin += 64) {
     const uint64_t bits = mask_word(key, tie_key, begin / 64, threshold);
     mask[begin / 64] = bits;
-    select_units(bits, std::min(64, count - begin), prev + begin, next + begin, top + begin);
+    select_units(bits, std::min(64, count - begin), prev + begin, next + begin, top + begin, stream);
   }
+  if (stream) store_fence();
 }
 
 template <typename Dtype>
 void dropin_select_backward(int count, const Dtype* top_diff, const uint64_t* mask,
                             Dtype* prev_diff, Dtype* new_diff) {
   const Dtype zeros[64] = {};
+  const bool stream = streams(count, new_diff ? new_diff : prev_diff)
+                      && (!new_diff || !prev_diff || streams(count, prev_diff));
   for (int begin = 0; begin < count; begin += 64) {
     const int n = std::min(64, count - begin);
-    if (new_diff) select_units(mask[begin / 64], n, zeros, top_diff + begin, new_diff + begin);
-    if (prev_diff) select_units(mask[begin / 64], n, top_diff + begin, zeros, prev_diff + begin);
+    if (new_diff) select_units(mask[begin / 64], n, zeros, top_diff + begin, new_diff + begin, stream);
+    if (prev_diff) select_units(mask[begin / 64], n, top_diff + begin, zeros, prev_diff + begin, stream);
   }
+  if (stream) store_fence();
 }
 
 template <typename Dtype>
