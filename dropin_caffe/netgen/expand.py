@@ -16,7 +16,7 @@ import typing
 from .. import files
 from ..errors import ConfigError
 from . import plan as plans, prototxt, shapes as inference, solver as solvers, summary, templates, upgrade
-from . import validate as validation
+from . import validate as validation, vocabulary
 
 
 @dataclasses.dataclass
@@ -169,7 +169,9 @@ def _source(net, template, preset, depth, settings, solver):
     if depth is not None:
         raise ConfigError("--depth applies to --preset lenet-deep only")
     name = stem(net) if not _is_text_or_message(net) else "net"
-    tree = upgrade.upgrade_net(_read(net, "net"))
+    tree = _read(net, "net")
+    vocabulary.check_structure(tree)  # before upgrade, so that layer #N counts the user's layers
+    tree = upgrade.upgrade_net(tree)
     solver_tree = _read(solver, "solver") if solver is not None else None
     solver_name = None
     if solver is not None:
