@@ -166,3 +166,16 @@ def test_expand_net_counts_nameless_layers_from_the_users_first():
     text = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\nlayer { include: "pool2" }\n'
     with pytest.raises(ConfigError, match='^layer #1: "include" must be a message'):
         expand_net(text, replicate={"conv1": 1}, dropin_length=100, validate=False)
+
+
+@pytest.mark.parametrize("std", [-1, 0, 0.0, float("nan"), float("inf"), True, "0.01"])
+def test_expand_net_refuses_a_replica_std_caffe_would_abort_on(std):
+    text = ODD_HEAD + 'layer { name: "relu" type: "ReLU" bottom: "conv1" top: "conv1" }\n'
+    with pytest.raises(ConfigError, match=r"^--replica-std STD, the std of the replicas' gaussian weights, must be a "
+                                          r"finite number > 0 \(e\.g\. 0\.01\), got "):
+        expand_net(text, replicate={"conv1": 1}, dropin_length=100, replica_std=std, validate=False)
+
+
+def test_expand_net_takes_a_positive_replica_std():
+    expansion = expand_net(ODD_HEAD, replicate={"conv1": 1}, dropin_length=100, replica_std=0.5, validate=False)
+    assert "std: 0.5" in expansion.net_text

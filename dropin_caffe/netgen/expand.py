@@ -10,6 +10,7 @@ Every keyword means exactly what the command-line flag of the same name means
 (`tools/expand_net.py --help`); `expand_net` returns an `Expansion` and writes nothing.
 """
 import dataclasses
+import math
 import os
 import typing
 
@@ -221,6 +222,12 @@ def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top,
     if replica_kernel is not None:
         plan.kernel = replica_kernel
     if replica_std is not None:
+        # Caffe's gaussian filler CHECKs sigma > 0 and aborts the whole process; nan passes that
+        # check and fills the weights with nan. Refuse both here, before any net is written.
+        if isinstance(replica_std, bool) or not isinstance(replica_std, (int, float)) \
+                or not math.isfinite(replica_std) or replica_std <= 0:
+            raise ConfigError("--replica-std STD, the std of the replicas' gaussian weights, must be a finite "
+                              "number > 0 (e.g. 0.01), got %s" % (replica_std,))
         plan.replica_std = replica_std
     return plan
 
