@@ -55,3 +55,25 @@ def input_layer(name, shape):
 def layer_object(net, name):
     """The Python object behind a Python layer of a caffe.Net (pycaffe hands back our instance)."""
     return net.layers[list(net._layer_names).index(name)]
+
+
+# Structurally odd nets that still parse: one-line ConfigErrors naming the layer and the field.
+ODD_HEAD = ('name: "n"\nlayer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
+            'dim: 8 dim: 8 } } }\nlayer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+            'convolution_param { num_output: 4 kernel_size: 3 } }\n')
+ODD_NETS = [
+    ('layer { type: "Convolution" }', 'Convolution layer #3: needs a "bottom"'),
+    ('layer { type: "InnerProduct" }', 'InnerProduct layer #3: needs a "bottom"'),
+    ('layer { type: "Pooling" }', 'Pooling layer #3: needs a "bottom"'),
+    ("layer { name { } }", 'layer #3: "name" must be a quoted string, got a message'),
+    ('layer: "conv2"', "net: layer #3 must be a message `layer {"),
+    ('layer { include: "pool2" }', 'layer #3: "include" must be a message `include { ... }`, got \'pool2\''),
+    ('layer { top: "x" }\nlayer { }', 'layer #3: needs "type"'),
+    ('layer { name: "a" type: "ReLU" bottom: "conv1" top: 3 }', 'layer \'a\': "top" must be a quoted string, got 3'),
+    ('layer { name: "c" type: "Convolution" bottom: "conv1" top: "c" convolution_param: 3 }',
+     'layer \'c\': "convolution_param" must be a message'),
+    ('layer { name: "i" type: "Input" top: "x" input_param { shape: 3 } }', "Input 'i': \"shape\" must be a message"),
+    ('layer { name: "a" type: "ReLU" bottom: "conv1" top: "a" include { phase: TRIAN } }',
+     'layer \'a\': "include { phase }" must be TRAIN or TEST, got Enum(\'TRIAN\')'),
+    ('layer { name: "a" name: "b" type: "ReLU" bottom: "conv1" top: "a" }', 'layer \'a\': "name" is given 2 times'),
+]

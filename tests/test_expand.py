@@ -2,6 +2,7 @@
 built by caffe.Net in TRAIN and TEST, one forward and backward, inferred shapes equal Caffe's."""
 import pytest
 
+from conftest import ODD_HEAD, ODD_NETS
 from dropin_caffe.netgen import plan as plans, prototxt, rewrite, shapes, templates, validate
 from dropin_caffe.netgen.expand import expand_net
 from dropin_caffe.netgen.upgrade import upgrade_net
@@ -152,3 +153,29 @@ def test_a_trained_net_patched_deeper_keeps_its_weights(tmp_path):
     fresh = patched.params["conv2_1"][0].data  # xavier over fan-in 50 * 5 * 5: std sqrt(1 / 1250)
     assert fresh.shape == (50, 50, 5, 5)
     assert abs(fresh.std() - np.sqrt(1 / 1250)) < 0.05 * np.sqrt(1 / 1250)
+
+
+@pytest.mark.parametrize("body, message", ODD_NETS, ids=[body[:30] for body, _ in ODD_NETS])
+def test_expand_net_refuses_structurally_odd_nets_in_one_line(body, message):
+    with pytest.raises(ConfigError) as info:
+        expand_net(ODD_HEAD + body, replicate={"conv1": 1}, dropin_length=100, validate=False)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_expand_net_counts_nameless_layers_from_the_users_first():
+    text = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\nlayer { include: "pool2" }\n'
+    with pytest.raises(ConfigError, match='^layer #1: "include" must be a message'):
+        expand_net(text, replicate={"conv1": 1}, dropin_length=100, validate=False)
+
+
+@pytest.mark.parametrize("std", [-1, 0, 0.0, float("nan"), float("inf"), True, "0.01"])
+def test_expand_net_refuses_a_replica_std_caffe_would_abort_on(std):
+    text = ODD_HEAD + 'layer { name: "relu" type: "ReLU" bottom: "conv1" top: "conv1" }\n'
+    with pytest.raises(ConfigError, match=r"^--replica-std STD, the std of the replicas' gaussian weights, must be a "
+                                          r"finite number > 0 \(e\.g\. 0\.01\), got "):
+        expand_net(text, replicate={"conv1": 1}, dropin_length=100, replica_std=std, validate=False)
+
+
+def test_expand_net_takes_a_positive_replica_std():
+    expansion = expand_net(ODD_HEAD, replicate={"conv1": 1}, dropin_length=100, replica_std=0.5, validate=False)
+    assert "std: 0.5" in expansion.net_text

@@ -95,7 +95,17 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path, capsys):
     ('{"name": "x", "dataset": "mnist", "iterations": 5, "test_interval": 5, "seeds": [1], '
      '"configurations": {"a": "--template lenet"}}', '"configurations" maps names to lists'),
     ("{not json", "not a readable JSON experiment"),
-])
+    ('{"name": "x", "dataset": "mnist", "iterations": true, "test_interval": 5, "seeds": [1], '
+     '"configurations": {"a": ["--template", "lenet"]}}', '"iterations" must be an integer >= 1, got true'),
+    ('{"name": "x", "dataset": "mnist", "iterations": 5, "test_interval": 5, "seeds": [true], '
+     '"configurations": {"a": ["--template", "lenet"]}}', '"seeds" must be a non-empty list of integers, got [true]'),
+    ('{"name": "x", "dataset": "mnist", "iterations": 5, "test_interval": 5, "seeds": [1], "train_count": "9", '
+     '"configurations": {"a": ["--template", "lenet"]}}', '"train_count" must be an integer >= 1, got "9"'),
+    ('{"name": 7, "dataset": "mnist", "iterations": 5, "test_interval": 5, "seeds": [1], '
+     '"configurations": {"a": ["--template", "lenet"]}}', '"name" must be a string, got 7'),
+    ('{"name": ' + "[" * 100000 + "]" * 100000 + "}", "not a JSON experiment: it nests too deeply"),
+], ids=["list", "missing", "unknown", "iterations 0", "configurations", "not json", "iterations true",
+        "seeds true", "train_count string", "name number", "deep"])
 def test_bad_experiment_files(tmp_path, capsys, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)

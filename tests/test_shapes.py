@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import input_layer, python_layer
+from conftest import ODD_HEAD, ODD_NETS, input_layer, python_layer
 from dropin_caffe.netgen import prototxt, shapes, validate
 from dropin_caffe.errors import ConfigError
 
@@ -389,3 +389,16 @@ def test_bad_arguments():
         shapes.infer(net, "TRAIN", {"data": (2, 0)})
     with pytest.raises(ConfigError, match="old V1 net"):
         shapes.infer(prototxt.parse('layers { name: "x" type: RELU }'))
+
+
+@pytest.mark.parametrize("body, message", ODD_NETS, ids=[body[:30] for body, _ in ODD_NETS])
+def test_structurally_odd_nets_are_one_line_config_errors(body, message):
+    with pytest.raises(ConfigError) as info:
+        shapes.infer(prototxt.parse(ODD_HEAD + body))
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_nameless_layers_are_counted_in_the_users_net_despite_net_level_inputs():
+    text = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\nlayer { type: "Pooling" }\n'
+    with pytest.raises(ConfigError, match='^Pooling layer #1: needs a "bottom"'):
+        shapes.infer(prototxt.parse(text))

@@ -96,6 +96,10 @@ def load(name_or_path):
             given = json.load(f)
     except (OSError, ValueError) as error:
         raise ConfigError("%s: not a readable JSON experiment (%s)" % (name_or_path, error)) from None
+    except RecursionError:
+        # json recurses once per nesting level; an experiment nests three levels at most.
+        raise ConfigError("%s: not a JSON experiment: it nests too deeply (an experiment is a flat object "
+                          "whose \"configurations\" map names to lists of strings)" % name_or_path) from None
     if not isinstance(given, dict):
         raise ConfigError("%s: an experiment is a JSON object with keys %s" % (name_or_path, ", ".join(sorted(FIELDS))))
     unknown = sorted(set(given) - FIELDS)
@@ -109,12 +113,27 @@ def load(name_or_path):
             all(isinstance(v, list) and all(isinstance(a, str) for a in v) for v in configurations.values())):
         raise ConfigError('%s: "configurations" maps names to lists of expand_net arguments, such as '
                           '{"plain": ["--preset", "lenet-deep", "--no-dropin"]}' % name_or_path)
-    for key in ("iterations", "test_interval"):
-        if not isinstance(getattr(experiment, key), int) or getattr(experiment, key) < 1:
-            raise ConfigError('%s: "%s" must be an integer >= 1' % (name_or_path, key))
-    if not (isinstance(experiment.seeds, list) and experiment.seeds and all(isinstance(s, int) for s in experiment.seeds)):
-        raise ConfigError('%s: "seeds" must be a non-empty list of integers' % name_or_path)
+    for key in ("iterations", "test_interval", "train_count", "test_count"):
+        value = getattr(experiment, key)
+        if (value is not None or key in ("iterations", "test_interval")) and not (_is_int(value) and value >= 1):
+            raise ConfigError('%s: "%s" must be an integer >= 1, got %s' % (name_or_path, key, _shown(value)))
+    if not (isinstance(experiment.seeds, list) and experiment.seeds and all(_is_int(s) for s in experiment.seeds)):
+        raise ConfigError('%s: "seeds" must be a non-empty list of integers, got %s'
+                          % (name_or_path, _shown(experiment.seeds)))
+    for key in ("name", "dataset", "description"):
+        if not isinstance(getattr(experiment, key), str):
+            raise ConfigError('%s: "%s" must be a string, got %s' % (name_or_path, key, _shown(getattr(experiment, key))))
     return experiment
+
+
+def _is_int(value):
+    # JSON true is a Python bool, which is an int; an experiment of `true` iterations is a mistake.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value):
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def slug(name):

@@ -10,13 +10,14 @@ Every keyword means exactly what the command-line flag of the same name means
 (`tools/expand_net.py --help`); `expand_net` returns an `Expansion` and writes nothing.
 """
 import dataclasses
+import math
 import os
 import typing
 
 from .. import files
 from ..errors import ConfigError
 from . import plan as plans, prototxt, shapes as inference, solver as solvers, summary, templates, upgrade
-from . import validate as validation
+from . import validate as validation, vocabulary
 
 
 @dataclasses.dataclass
@@ -176,7 +177,9 @@ def _source(net, template, preset, depth, settings, solver):
     if depth is not None:
         raise ConfigError("--depth applies to --preset lenet-deep only")
     name = stem(net) if not _is_text_or_message(net) else "net"
-    tree = upgrade.upgrade_net(_read(net, "net"))
+    tree = _read(net, "net")
+    vocabulary.check_structure(tree)  # before upgrade, so that layer #N counts the user's layers
+    tree = upgrade.upgrade_net(tree)
     solver_tree = _read(solver, "solver") if solver is not None else None
     solver_name = None
     if solver is not None:
@@ -226,6 +229,12 @@ def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top,
     if replica_kernel is not None:
         plan.kernel = replica_kernel
     if replica_std is not None:
+        # Caffe's gaussian filler CHECKs sigma > 0 and aborts the whole process; nan passes that
+        # check and fills the weights with nan. Refuse both here, before any net is written.
+        if isinstance(replica_std, bool) or not isinstance(replica_std, (int, float)) \
+                or not math.isfinite(replica_std) or replica_std <= 0:
+            raise ConfigError("--replica-std STD, the std of the replicas' gaussian weights, must be a finite "
+                              "number > 0 (e.g. 0.01), got %s" % (replica_std,))
         plan.replica_std = replica_std
     return plan
 

@@ -27,8 +27,10 @@ import typing
 
 from .. import params
 from ..errors import ConfigError
+from .prototxt import Message
 from .upgrade import upgrade_net
-from .vocabulary import DATA_TYPES, ELEMENTWISE, LOSSES, SOURCE_PARAMS, our_layer, phase as _phase
+from .vocabulary import DATA_TYPES, ELEMENTWISE, LOSSES, SOURCE_PARAMS, check_structure, our_layer, \
+    phase as _phase
 
 class LayerShapes(typing.NamedTuple):
     """One layer as inference saw it: `bottoms` and `tops` are lists of (blob name, shape), a
@@ -73,13 +75,18 @@ def phase_net(net, phase, stages=(), level=0):
     Like pycaffe's `caffe.Net(file, phase, level, stages)`: the net's own `state` stages count
     too, its level and phase are replaced by ours.
     """
+    keep = _keeper(net, phase, stages, level)
+    kept = net.copy()
+    kept.fields = [field for field in kept.fields if field[0] != "layer" or keep(field[1])]
+    return kept
+
+
+def _keeper(net, phase, stages, level):
+    """Whether Caffe keeps a layer of `net` in `phase` (see phase_net)."""
     phase = _phase(phase)
     state = net.get("state")
     stages = set(stages) | set(state.get_all("stage") if state is not None else ())
-    kept = net.copy()
-    kept.fields = [field for field in kept.fields
-                   if field[0] != "layer" or _kept(field[1], phase, level, stages)]
-    return kept
+    return lambda layer: _kept(layer, phase, level, stages)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,15 +95,17 @@ def phase_net(net, phase, stages=(), level=0):
 class _Layer:
     """A layer being inferred: its tree, its bottoms' shapes, and how messages name it."""
 
-    def __init__(self, tree, bottoms):
+    def __init__(self, tree, bottoms, index):
         self.tree = tree
         self.name = str(tree.get("name", ""))
         self.type = str(tree.get("type", ""))
         self.bottoms = bottoms
         self.tops = [str(top) for top in tree.get_all("top")]
+        # A nameless layer is named by its position among the net's `layer`s, counting from 1.
+        self.label = "%s '%s'" % (self.type, self.name) if self.name else "%s layer #%d" % (self.type, index)
 
     def fail(self, rule):
-        return ConfigError("%s '%s': %s" % (self.type, self.name, rule))
+        return ConfigError("%s: %s" % (self.label, rule))
 
     def param(self, name):
         value = self.tree.get(name)
@@ -151,6 +160,8 @@ def _product(values):
 
 
 def _blob_shape(layer, message):
+    if type(message) is not Message:
+        raise layer.fail('"shape" must be a message `shape { dim: 1 dim: 3 ... }`, got %r' % (message,))
     dims = message.get_all("dim")
     if any(type(dim) is not int or dim < 0 for dim in dims):
         raise layer.fail("shape dims must be integers >= 0, got %s" % (dims,))
@@ -631,10 +642,16 @@ def infer(net, phase="TRAIN", input_shapes=None, stages=()):
     if net.get_all("layers"):
         raise ConfigError("net: this is an old V1 net (`layers {}`); upgrade it first "
                           "(dropin_caffe.netgen.upgrade.upgrade_net, or Caffe's upgrade_net_proto_text)")
+    check_structure(net)
     given = _input_shapes(input_shapes)
+    declared = len(net.get_all("layer"))
     if "input" in net:  # the deprecated net-level inputs, as the Input layer Caffe makes of them
         net = upgrade_net(net)
-    trees = phase_net(net, phase, stages).get_all("layer")
+    # (position in the user's net, counting from 1, tree) of the layers kept in this phase; the
+    # Input layer made of net-level inputs comes before layer #1.
+    keep, added = _keeper(net, phase, stages, 0), len(net.get_all("layer")) - declared
+    kept = [(index - added, tree) for index, tree in enumerate(net.get_all("layer"), 1) if keep(tree)]
+    trees = [tree for _, tree in kept]
     settable = {str(top) for tree in net.get_all("layer") + trees if not _inferable(tree)
                 for top in tree.get_all("top")}
     unused = sorted(set(given) - settable)
@@ -642,14 +659,13 @@ def infer(net, phase="TRAIN", input_shapes=None, stages=()):
         raise ConfigError("input shapes given for %s, which no data layer (or layer of a type we cannot infer) "
                           "makes; such tops: %s" % (", ".join(unused), ", ".join(sorted(settable)) or "none"))
     shapes, layers = {}, []
-    for tree in trees:
+    for index, tree in kept:
         bottoms = [str(bottom) for bottom in tree.get_all("bottom")]
+        layer = _Layer(tree, [shapes.get(bottom) for bottom in bottoms], index)
         for bottom in bottoms:
             if bottom not in shapes:
-                raise ConfigError("%s '%s': bottom '%s' is not the top of an earlier layer in phase %s; check its "
-                                  "name and the include/exclude rules" % (tree.get("type"), tree.get("name"),
-                                                                          bottom, _phase(phase)))
-        layer = _Layer(tree, [shapes[bottom] for bottom in bottoms])
+                raise layer.fail("bottom '%s' is not the top of an earlier layer in phase %s; check its "
+                                 "name and the include/exclude rules" % (bottom, _phase(phase)))
         tops, params = _apply(layer, given)
         shapes.update(zip(layer.tops, tops))
         layers.append(LayerShapes(layer.name, layer.type, list(zip(bottoms, layer.bottoms)),
@@ -673,6 +689,8 @@ def _apply(layer, given):
     if layer.type in DATA_TYPES:
         return _data(layer, given), 0
     result = None
+    if not layer.bottoms and _inferable(layer.tree):
+        raise layer.fail('needs a "bottom": it computes its tops from a bottom blob, and has none')
     if all(shape is not None for shape in layer.bottoms) and _inferable(layer.tree):
         result = RULES[layer.type](layer)
     if result is None:

@@ -4,6 +4,7 @@ Type strings are Caffe 1.0's (layer_factory and the layer sources); a fork's typ
 here on purpose, and the tools treat them as such (their shapes unknown, carried through).
 """
 from ..errors import ConfigError
+from .prototxt import Message
 
 PHASES = ("TRAIN", "TEST")
 
@@ -60,3 +61,64 @@ def our_layer(layer):
 def in_place(layer, blob):
     """The layer reads and writes `blob` alone (ReLU in place, ...)."""
     return layer.get_all("bottom") == [blob] and layer.get_all("top") == [blob]
+
+
+# ---------------------------------------------------------------------------------------------
+# The shape every net must have before anything reads it
+
+# A schema-free reader accepts `layer: "conv2"` or `name { }`; Caffe's schema would not. The
+# fields every tool here reads, and the value types Caffe's NetParameter gives them.
+_NET_FIELDS = {"name": str, "input": str, "input_dim": int, "force_backward": bool, "debug_info": bool}
+_NET_MESSAGES = ("input_shape", "state")  # `layer` is checked with its index below
+_LAYER_SCALARS = {"name": str, "type": str, "bottom": str, "top": str}
+_SINGULAR = ("name", "type")
+_RULE_FIELDS = {"min_level": int, "max_level": int, "stage": str, "not_stage": str}
+_KINDS = {str: "a quoted string", int: "an integer", bool: "true or false"}
+
+
+def _shown(value):
+    text = "a message { ... }" if type(value) is Message else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_structure(net):
+    """Refuse a net whose layers are not shaped as Caffe's schema says, before any tool reads it.
+
+    Every `layer` must be a message with a string `type`; `name`, `type`, `bottom` and `top` must
+    be quoted strings (name and type given once); `include`/`exclude` rules and every `*_param`
+    must be messages, a rule's phase TRAIN or TEST. Messages name the layer, or its position
+    (layer #3, counting from 1) when it has no usable name, and the field.
+    """
+    for key, value in net.fields:
+        if key in _NET_FIELDS and type(value) is not _NET_FIELDS[key]:
+            raise ConfigError('net: "%s" must be %s, got %s' % (key, _KINDS[_NET_FIELDS[key]], _shown(value)))
+        if key in _NET_MESSAGES and type(value) is not Message:
+            raise ConfigError('net: "%s" must be a message `%s { ... }`, got %s' % (key, key, _shown(value)))
+    for index, layer in enumerate(net.get_all("layer"), 1):
+        if type(layer) is not Message:
+            raise ConfigError('net: layer #%d must be a message `layer { name: "..." type: "..." ... }`, got %s'
+                              % (index, _shown(layer)))
+        name = layer.get("name")
+        label = "layer '%s'" % name if type(name) is str and name else "layer #%d" % index
+        for key, value in layer.fields:
+            if key in _LAYER_SCALARS and type(value) is not str:
+                raise ConfigError('%s: "%s" must be a quoted string, got %s' % (label, key, _shown(value)))
+            if (key in ("include", "exclude", "param") or key.endswith("_param")) \
+                    and type(value) is not Message:
+                raise ConfigError('%s: "%s" must be a message `%s { ... }`, got %s' % (label, key, key, _shown(value)))
+            if key == "loss_weight" and type(value) not in (int, float):
+                raise ConfigError('%s: "loss_weight" must be a number, got %s' % (label, _shown(value)))
+        for key in _SINGULAR:
+            if len(layer.get_all(key)) > 1:
+                raise ConfigError('%s: "%s" is given %d times; give it once' % (label, key, len(layer.get_all(key))))
+        if "type" not in layer:
+            raise ConfigError('%s: needs "type" (Caffe\'s layer type, e.g. type: "Convolution")' % label)
+        for which in ("include", "exclude"):
+            for rule in layer.get_all(which):
+                for key, value in rule.fields:
+                    if key == "phase" and str(value) not in PHASES:
+                        raise ConfigError('%s: "%s { phase }" must be TRAIN or TEST, got %s'
+                                          % (label, which, _shown(value)))
+                    if key in _RULE_FIELDS and type(value) is not _RULE_FIELDS[key]:
+                        raise ConfigError('%s: "%s { %s }" must be %s, got %s'
+                                          % (label, which, key, _KINDS[_RULE_FIELDS[key]], _shown(value)))
