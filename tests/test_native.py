@@ -152,3 +152,18 @@ def test_blobs_past_the_streaming_size_select_and_route_exactly(write, library):
     net.backward()
     assert np.array_equal(net.blobs["new"].diff, np.where(from_new, net.blobs["prev"].data, 0))
     assert np.array_equal(net.blobs["prev"].diff, np.where(from_new, 0, net.blobs["prev"].data))
+
+
+def test_the_cache_key_follows_the_sources_and_libcaffe(monkeypatch, tmp_path, library):
+    sources = tmp_path / "sources"
+    shutil.copytree(native.HERE, str(sources), ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    monkeypatch.setattr(native, "HERE", str(sources))
+    assert native.path() == library  # same sources, same libcaffe
+    with open(str(sources / "params.cpp"), "a") as handle:
+        handle.write("// changed\n")
+    changed = native.path()
+    assert changed != library
+    other = tmp_path / "libcaffe.so.1.0.0"
+    other.write_bytes(open(native.libcaffe(), "rb").read() + b"\0")
+    monkeypatch.setenv("DROPIN_CAFFE_LIBCAFFE", str(other))
+    assert native.path() not in (library, changed)
