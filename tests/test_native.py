@@ -73,6 +73,14 @@ def test_missing_libcaffe_is_reported(monkeypatch, capsys):
     assert err.startswith("dropin_caffe.native: ") and err.count("\n") == 1
 
 
+def test_no_libcaffe_anywhere_says_how_to_get_one(monkeypatch):
+    monkeypatch.delenv("DROPIN_CAFFE_LIBCAFFE", raising=False)
+    monkeypatch.setattr(native, "_linked_libcaffe", lambda: None)
+    monkeypatch.setattr(native.ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(native.NativeBuildError, match=r"libcaffe not found: install Caffe .*DROPIN_CAFFE_LIBCAFFE"):
+        native.build()
+
+
 def test_a_cuda_libcaffe_is_refused(monkeypatch, tmp_path):
     fake = tmp_path / "libcaffe.so.1.0.0"
     fake.write_bytes(b"\x7fELF...libcudart.so.10.1\0libcublas.so.10\0")
