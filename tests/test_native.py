@@ -73,6 +73,14 @@ def test_missing_libcaffe_is_reported(monkeypatch, capsys):
     assert err.startswith("dropin_caffe.native: ") and err.count("\n") == 1
 
 
+def test_no_libcaffe_anywhere_says_how_to_get_one(monkeypatch):
+    monkeypatch.delenv("DROPIN_CAFFE_LIBCAFFE", raising=False)
+    monkeypatch.setattr(native, "_linked_libcaffe", lambda: None)
+    monkeypatch.setattr(native.ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(native.NativeBuildError, match=r"libcaffe not found: install Caffe .*DROPIN_CAFFE_LIBCAFFE"):
+        native.build()
+
+
 def test_a_cuda_libcaffe_is_refused(monkeypatch, tmp_path):
     fake = tmp_path / "libcaffe.so.1.0.0"
     fake.write_bytes(b"\x7fELF...libcudart.so.10.1\0libcublas.so.10\0")
@@ -152,3 +160,18 @@ def test_blobs_past_the_streaming_size_select_and_route_exactly(write, library):
     net.backward()
     assert np.array_equal(net.blobs["new"].diff, np.where(from_new, net.blobs["prev"].data, 0))
     assert np.array_equal(net.blobs["prev"].diff, np.where(from_new, 0, net.blobs["prev"].data))
+
+
+def test_the_cache_key_follows_the_sources_and_libcaffe(monkeypatch, tmp_path, library):
+    sources = tmp_path / "sources"
+    shutil.copytree(native.HERE, str(sources), ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    monkeypatch.setattr(native, "HERE", str(sources))
+    assert native.path() == library  # same sources, same libcaffe
+    with open(str(sources / "params.cpp"), "a") as handle:
+        handle.write("// changed\n")
+    changed = native.path()
+    assert changed != library
+    other = tmp_path / "libcaffe.so.1.0.0"
+    other.write_bytes(open(native.libcaffe(), "rb").read() + b"\0")
+    monkeypatch.setenv("DROPIN_CAFFE_LIBCAFFE", str(other))
+    assert native.path() not in (library, changed)

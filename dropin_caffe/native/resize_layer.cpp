@@ -9,87 +9,126 @@
 namespace dropin_caffe {
 
 template <typename Dtype>
-AxisResampling<Dtype>::AxisResampling(int size_in, int size_out, bool bilinear)
-    : size_in(size_in), size_out(size_out), identity(size_in == size_out), left(size_out), right(size_out),
-      weight_left(size_out), weight_right(size_out) {
+SparseAxis<Dtype> SparseAxis<Dtype>::resampling(int size_in, int size_out, bool bilinear) {
+  SparseAxis axis;
+  axis.size_in = size_in;
+  axis.size_out = size_out;
+  axis.identity = size_in == size_out;
+  axis.start.push_back(0);
   for (int i = 0; i < size_out; ++i) {
     const double centre = (i + 0.5) * size_in / size_out;  // in input pixels, half-pixel centres
+    int left = std::min(static_cast<int>(std::floor(centre)), size_in - 1), right = left;
+    double to_right = 0.0;
     if (bilinear) {
       const double x = std::min(std::max(centre - 0.5, 0.0), size_in - 1.0);
-      left[i] = static_cast<int>(std::floor(x));
-      right[i] = std::min(left[i] + 1, size_in - 1);
-      weight_left[i] = static_cast<Dtype>(1.0 - (x - left[i]));
-      weight_right[i] = static_cast<Dtype>(x - left[i]);
+      left = static_cast<int>(std::floor(x));
+      right = std::min(left + 1, size_in - 1);
+      to_right = x - left;
+    }
+    if (left == right || to_right == 0.0) {  // one input (weights summed, as interp_matrix does)
+      axis.index.push_back(left);
+      axis.weight.push_back(static_cast<Dtype>(left == right ? 1.0 : 1.0 - to_right));
     } else {
-      left[i] = right[i] = std::min(static_cast<int>(std::floor(centre)), size_in - 1);
-      weight_left[i] = 1;
-      weight_right[i] = 0;
+      axis.index.push_back(left);
+      axis.weight.push_back(static_cast<Dtype>(1.0 - to_right));
+      axis.index.push_back(right);
+      axis.weight.push_back(static_cast<Dtype>(to_right));
+    }
+    axis.start.push_back(axis.index.size());
+  }
+  return axis;
+}
+
+template <typename Dtype>
+SparseAxis<Dtype> SparseAxis<Dtype>::transposed() const {
+  SparseAxis t;
+  t.size_in = size_out;
+  t.size_out = size_in;
+  t.identity = identity;
+  t.start.assign(size_in + 1, 0);
+  for (int input : index) ++t.start[input + 1];
+  for (int i = 0; i < size_in; ++i) t.start[i + 1] += t.start[i];
+  t.index.resize(index.size());
+  t.weight.resize(weight.size());
+  std::vector<int> next(t.start.begin(), t.start.end() - 1);
+  for (int i = 0; i < size_out; ++i) {
+    for (int k = start[i]; k < start[i + 1]; ++k) {
+      const int at = next[index[k]]++;
+      t.index[at] = i;
+      t.weight[at] = weight[k];
+    }
+  }
+  return t;
+}
+
+namespace {
+
+// Each of `rows` rows of `in` (axis.size_in wide) resampled into `out` (axis.size_out wide).
+template <typename Dtype>
+void resample_along_rows(const SparseAxis<Dtype>& axis, int rows, const Dtype* __restrict__ in,
+                         Dtype* __restrict__ out) {
+  const int* __restrict__ start = axis.start.data();
+  const int* __restrict__ index = axis.index.data();
+  const Dtype* __restrict__ weight = axis.weight.data();
+  for (int r = 0; r < rows; ++r) {
+    const Dtype* x = in + r * axis.size_in;
+    Dtype* y = out + r * axis.size_out;
+    for (int i = 0; i < axis.size_out; ++i) {
+      Dtype sum = 0;
+      for (int k = start[i]; k < start[i + 1]; ++k) sum += weight[k] * x[index[k]];
+      y[i] = sum;
     }
   }
 }
 
+// Whole rows of `in` (axis.size_in of them, `width` wide) combined into axis.size_out rows.
 template <typename Dtype>
-void resize_plane_forward(const AxisResampling<Dtype>& rows, const AxisResampling<Dtype>& cols,
-                          const Dtype* in, Dtype* scratch, Dtype* out) {
-  const int height_in = rows.size_in, height_out = rows.size_out;
-  const int width_in = cols.size_in, width_out = cols.size_out;
-  const Dtype* source = in;
-  if (!cols.identity) {
-    for (int r = 0; r < height_in; ++r) {
-      const Dtype* row = in + r * width_in;
-      Dtype* to = scratch + r * width_out;
-      for (int j = 0; j < width_out; ++j)
-        to[j] = cols.weight_left[j] * row[cols.left[j]] + cols.weight_right[j] * row[cols.right[j]];
-    }
-    source = scratch;
-  }
-  if (rows.identity) {
-    if (source != out) caffe::caffe_copy(height_out * width_out, source, out);
-    return;
-  }
-  for (int i = 0; i < height_out; ++i) {
-    const Dtype* a = source + rows.left[i] * width_out;
-    const Dtype* b = source + rows.right[i] * width_out;
-    const Dtype wa = rows.weight_left[i], wb = rows.weight_right[i];
-    Dtype* to = out + i * width_out;
-    for (int j = 0; j < width_out; ++j) to[j] = wa * a[j] + wb * b[j];
-  }
-}
-
-template <typename Dtype>
-void resize_plane_backward(const AxisResampling<Dtype>& rows, const AxisResampling<Dtype>& cols,
-                           const Dtype* out_diff, Dtype* scratch, Dtype* in_diff) {
-  const int height_in = rows.size_in, height_out = rows.size_out;
-  const int width_in = cols.size_in, width_out = cols.size_out;
-  // Rows' adjoint first (forward applied them last): scatter each output row into two inputs.
-  const Dtype* source = out_diff;
-  Dtype* rows_done = cols.identity ? in_diff : scratch;
-  if (!rows.identity) {
-    caffe::caffe_set(height_in * width_out, Dtype(0), rows_done);
-    for (int i = 0; i < height_out; ++i) {
-      Dtype* a = rows_done + rows.left[i] * width_out;
-      Dtype* b = rows_done + rows.right[i] * width_out;
-      const Dtype wa = rows.weight_left[i], wb = rows.weight_right[i];
-      const Dtype* from = out_diff + i * width_out;
-      for (int j = 0; j < width_out; ++j) {
-        a[j] += wa * from[j];
-        b[j] += wb * from[j];
+void resample_across_rows(const SparseAxis<Dtype>& axis, int width, const Dtype* __restrict__ in,
+                          Dtype* __restrict__ out) {
+  for (int i = 0; i < axis.size_out; ++i) {
+    Dtype* __restrict__ y = out + i * width;
+    if (axis.start[i] == axis.start[i + 1]) caffe::caffe_set(width, Dtype(0), y);
+    for (int k = axis.start[i]; k < axis.start[i + 1]; ++k) {
+      const Dtype* __restrict__ x = in + axis.index[k] * width;
+      const Dtype w = axis.weight[k];
+      if (k == axis.start[i]) {
+        for (int j = 0; j < width; ++j) y[j] = w * x[j];
+      } else {
+        for (int j = 0; j < width; ++j) y[j] += w * x[j];
       }
     }
-    source = rows_done;
-  } else if (cols.identity) {
-    caffe::caffe_copy(height_out * width_out, out_diff, in_diff);
-    return;
   }
-  if (cols.identity) return;
-  caffe::caffe_set(height_in * width_in, Dtype(0), in_diff);
-  for (int r = 0; r < height_in; ++r) {
-    const Dtype* from = source + r * width_out;
-    Dtype* row = in_diff + r * width_in;
-    for (int j = 0; j < width_out; ++j) {
-      row[cols.left[j]] += cols.weight_left[j] * from[j];
-      row[cols.right[j]] += cols.weight_right[j] * from[j];
-    }
+}
+
+}  // namespace
+
+template <typename Dtype>
+void resample_plane(const SparseAxis<Dtype>& rows, const SparseAxis<Dtype>& cols, const Dtype* in,
+                    Dtype* scratch, Dtype* out) {
+  const Dtype* source = in;
+  if (!cols.identity) {
+    resample_along_rows(cols, rows.size_in, in, scratch);
+    source = scratch;
+  }
+  if (!rows.identity) {
+    resample_across_rows(rows, cols.size_out, source, out);
+  } else {
+    caffe::caffe_copy(rows.size_out * cols.size_out, source, out);
+  }
+}
+
+template <typename Dtype>
+void resample_plane_adjoint(const SparseAxis<Dtype>& rows_t, const SparseAxis<Dtype>& cols_t,
+                            const Dtype* in, Dtype* scratch, Dtype* out) {
+  const Dtype* source = in;
+  if (!rows_t.identity) {  // forward applied the rows last: its adjoint applies them first
+    resample_across_rows(rows_t, cols_t.size_in, in, scratch);
+    source = scratch;
+  }
+  if (!cols_t.identity) {
+    resample_along_rows(cols_t, rows_t.size_out, source, out);
+  } else {
+    caffe::caffe_copy(rows_t.size_out * cols_t.size_out, source, out);
   }
 }
 
@@ -142,33 +181,18 @@ void DropInResizeLayer<Dtype>::Reshape(const std::vector<caffe::Blob<Dtype>*>& b
   axes_.clear();
   if (shape.size() == 4) {
     const bool bilinear = config_.values["interp"] == "bilinear";
-    axes_.push_back(AxisResampling<Dtype>(shape[2], target[2], bilinear));
-    axes_.push_back(AxisResampling<Dtype>(shape[3], target[3], bilinear));
-    scratch_.resize(std::max(shape[2], target[2]) * std::max(shape[3], target[3]));
+    axes_.push_back(SparseAxis<Dtype>::resampling(shape[2], target[2], bilinear));
+    axes_.push_back(SparseAxis<Dtype>::resampling(shape[3], target[3], bilinear));
+    axes_.push_back(axes_[0].transposed());
+    axes_.push_back(axes_[1].transposed());
+    scratch_.resize(shape[2] * target[3]);  // rows in x columns out, both ways
   }
 }
 
 template <typename Dtype>
 void DropInResizeLayer<Dtype>::Forward_cpu(const std::vector<caffe::Blob<Dtype>*>& bottom,
                                            const std::vector<caffe::Blob<Dtype>*>& top) {
-  const caffe::Blob<Dtype>& in = *bottom[0];
-  caffe::Blob<Dtype>& out = *top[0];
-  const int kept = std::min(in.shape(1), out.shape(1));
-  const int plane_in = in.count(2), plane_out = out.count(2);  // 1 for 2-D blobs
-  caffe::caffe_set(out.count(), Dtype(0), out.mutable_cpu_data());  // the extra channels
-  const Dtype* in_data = in.cpu_data();
-  Dtype* out_data = out.mutable_cpu_data();
-  for (int n = 0; n < in.shape(0); ++n) {
-    for (int c = 0; c < kept; ++c) {
-      const Dtype* from = in_data + (n * in.shape(1) + c) * plane_in;
-      Dtype* to = out_data + (n * out.shape(1) + c) * plane_out;
-      if (axes_.empty()) {
-        *to = *from;
-      } else {
-        resize_plane_forward(axes_[0], axes_[1], from, scratch_.data(), to);
-      }
-    }
-  }
+  resize_channels(*bottom[0], top[0]->shape(1), bottom[0]->cpu_data(), top[0]->mutable_cpu_data(), false);
 }
 
 template <typename Dtype>
@@ -177,33 +201,40 @@ void DropInResizeLayer<Dtype>::Backward_cpu(const std::vector<caffe::Blob<Dtype>
                                             const std::vector<caffe::Blob<Dtype>*>& bottom) {
   if (bottom.size() == 2 && propagate_down[1])
     caffe::caffe_set(bottom[1]->count(), Dtype(0), bottom[1]->mutable_cpu_diff());
-  if (!propagate_down[0]) return;
-  const caffe::Blob<Dtype>& out = *top[0];
-  caffe::Blob<Dtype>& in = *bottom[0];
-  const int kept = std::min(in.shape(1), out.shape(1));
-  const int plane_in = in.count(2), plane_out = out.count(2);
-  caffe::caffe_set(in.count(), Dtype(0), in.mutable_cpu_diff());  // the dropped channels
-  const Dtype* out_diff = out.cpu_diff();
-  Dtype* in_diff = in.mutable_cpu_diff();
-  for (int n = 0; n < in.shape(0); ++n) {
+  if (propagate_down[0])
+    resize_channels(*top[0], bottom[0]->shape(1), top[0]->cpu_diff(), bottom[0]->mutable_cpu_diff(), true);
+}
+
+template <typename Dtype>
+void DropInResizeLayer<Dtype>::resize_channels(const caffe::Blob<Dtype>& from, int channels_to,
+                                               const Dtype* in, Dtype* out, bool adjoint) {
+  const int num = from.shape(0), channels_from = from.shape(1), kept = std::min(channels_from, channels_to);
+  const int plane_in = from.count(2);  // 1 for 2-D blobs
+  const int plane_out = axes_.empty() ? 1 : adjoint ? axes_[0].size_in * axes_[1].size_in
+                                                     : axes_[0].size_out * axes_[1].size_out;
+  for (int n = 0; n < num; ++n) {
     for (int c = 0; c < kept; ++c) {
-      const Dtype* from = out_diff + (n * out.shape(1) + c) * plane_out;
-      Dtype* to = in_diff + (n * in.shape(1) + c) * plane_in;
+      const Dtype* x = in + (n * channels_from + c) * plane_in;
+      Dtype* y = out + (n * channels_to + c) * plane_out;
       if (axes_.empty()) {
-        *to = *from;
+        *y = *x;
+      } else if (adjoint) {
+        resample_plane_adjoint(axes_[2], axes_[3], x, scratch_.data(), y);
       } else {
-        resize_plane_backward(axes_[0], axes_[1], from, scratch_.data(), to);
+        resample_plane(axes_[0], axes_[1], x, scratch_.data(), y);
       }
     }
+    // forward: the extra channels are zeros; backward: the dropped ones get no gradient
+    caffe::caffe_set((channels_to - kept) * plane_out, Dtype(0), out + (n * channels_to + kept) * plane_out);
   }
 }
 
-#define RESIZE_INSTANTIATE(Dtype)                                                               \
-  template struct AxisResampling<Dtype>;                                                        \
-  template void resize_plane_forward<Dtype>(const AxisResampling<Dtype>&,                       \
-                                            const AxisResampling<Dtype>&, const Dtype*, Dtype*, Dtype*); \
-  template void resize_plane_backward<Dtype>(const AxisResampling<Dtype>&,                      \
-                                             const AxisResampling<Dtype>&, const Dtype*, Dtype*, Dtype*); \
+#define RESIZE_INSTANTIATE(Dtype)                                                                      \
+  template struct SparseAxis<Dtype>;                                                                   \
+  template void resample_plane<Dtype>(const SparseAxis<Dtype>&, const SparseAxis<Dtype>&, const Dtype*, \
+                                      Dtype*, Dtype*);                                                 \
+  template void resample_plane_adjoint<Dtype>(const SparseAxis<Dtype>&, const SparseAxis<Dtype>&,       \
+                                              const Dtype*, Dtype*, Dtype*);                           \
   template class DropInResizeLayer<Dtype>;
 RESIZE_INSTANTIATE(float)
 RESIZE_INSTANTIATE(double)

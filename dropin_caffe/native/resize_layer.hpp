@@ -20,27 +20,29 @@
 
 namespace dropin_caffe {
 
-// One axis' resampling: output i = weight_left[i] x[left[i]] + weight_right[i] x[right[i]],
-// the sparse form of kernels.interp_matrix (identity when the size is kept).
+// One axis' resampling as a sparse matrix, row by row: output i is the sum over k in
+// [start[i], start[i + 1]) of weight[k] * input[index[k]]. resampling() builds kernels.interp_matrix
+// (half-pixel centres; bilinear clamped at the borders, or nearest); transposed() is its adjoint,
+// so backward runs the same two loops as forward, gathering instead of scattering.
 template <typename Dtype>
-struct AxisResampling {
-  AxisResampling(int size_in, int size_out, bool bilinear);
+struct SparseAxis {
+  static SparseAxis resampling(int size_in, int size_out, bool bilinear);
+  SparseAxis transposed() const;
   int size_in, size_out;
-  bool identity;
-  std::vector<int> left, right;
-  std::vector<Dtype> weight_left, weight_right;
+  bool identity;  // equal sizes: the axis is kept as it is
+  std::vector<int> start, index;
+  std::vector<Dtype> weight;
 };
 
-// Resample one (rows_in, cols_in) plane to (rows, cols): columns first, then rows; `scratch`
-// holds rows_in x cols.
+// Resample one (rows.size_in, cols.size_in) plane to (rows.size_out, cols.size_out): along each
+// row with `cols`, then across rows with `rows`. `scratch` holds rows.size_in x cols.size_out.
+// The adjoint of a resampling by (rows, cols) is resample_plane_adjoint by their transposes.
 template <typename Dtype>
-void resize_plane_forward(const AxisResampling<Dtype>& rows, const AxisResampling<Dtype>& cols,
-                          const Dtype* in, Dtype* scratch, Dtype* out);
-
-// The adjoint of resize_plane_forward: `in_diff` (rows_in x cols_in) is overwritten.
+void resample_plane(const SparseAxis<Dtype>& rows, const SparseAxis<Dtype>& cols, const Dtype* in,
+                    Dtype* scratch, Dtype* out);
 template <typename Dtype>
-void resize_plane_backward(const AxisResampling<Dtype>& rows, const AxisResampling<Dtype>& cols,
-                           const Dtype* out_diff, Dtype* scratch, Dtype* in_diff);
+void resample_plane_adjoint(const SparseAxis<Dtype>& rows_t, const SparseAxis<Dtype>& cols_t,
+                            const Dtype* in, Dtype* scratch, Dtype* out);
 
 template <typename Dtype>
 class DropInResizeLayer : public caffe::Layer<Dtype> {
@@ -60,8 +62,13 @@ class DropInResizeLayer : public caffe::Layer<Dtype> {
                             const std::vector<caffe::Blob<Dtype>*>& bottom);
 
  private:
+  // Resample the kept channels of `from`'s planes (data `in`) into a blob of `channels_to`
+  // channels (`out`), zeroing the rest; adjoint: the same from the top's gradient to the bottom's.
+  void resize_channels(const caffe::Blob<Dtype>& from, int channels_to, const Dtype* in, Dtype* out,
+                       bool adjoint);
+
   Config config_;
-  std::vector<AxisResampling<Dtype> > axes_;  // rows, cols (4-D bottoms only)
+  std::vector<SparseAxis<Dtype> > axes_;  // rows, cols, and their transposes (4-D bottoms only)
   std::vector<Dtype> scratch_;
 };
 
