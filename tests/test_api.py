@@ -112,3 +112,14 @@ def test_netspec_options_are_checked_before_caffe_starts():
 def test_public_names():
     assert {"expand_net", "Expansion", "ConfigError", "DropInCaffeError", "netspec"} <= set(dropin_caffe.__all__)
     assert dropin_caffe.netspec is netspec
+
+
+def test_native_emits_the_native_types_with_the_same_param_str_and_builds_in_caffe():
+    python = expand_net(template="lenet", settings={"dummy_data": True}, replicate={"conv2": 2}, dropin_length=10,
+                        validate=False)
+    native = expand_net(template="lenet", settings={"dummy_data": True}, replicate={"conv2": 2}, dropin_length=10,
+                        native=True)  # validated: the library is loaded, caffe.Net builds it in both phases
+    assert native.net_text == python.net_text.replace('type: "Python"', 'type: "DropIn"')
+    assert [row[:2] for row in native.rows] == [row[:2] for row in python.rows]
+    assert native.expanded == python.expanded and native.expanded.ours == 2
+    assert native.notes == python.notes  # no "could not be loaded" note: it was built in Caffe

@@ -47,7 +47,8 @@ def imports(module, path):
 
 def test_imports_point_from_cli_to_experiments_to_netgen_to_core():
     wrong = ["%s imports %s" % (module, target) for module, path in sorted(modules().items())
-             for target in sorted(imports(module, path)) if layer(target) > layer(module)]
+             for target in sorted(imports(module, path)) if layer(target) > layer(module)
+             and not module.endswith("__main__")]  # `python3 -m dropin_caffe.X` may delegate to cli/
     assert wrong == []
 
 

@@ -132,3 +132,18 @@ def test_built_in_experiments_build_their_nets(tmp_path):
             text = open(solver).read()
             assert "max_iter: %d" % experiment.iterations in text and "test_iter: 10" in text
             assert "/data/train" in open(os.path.join(run_dir, "net.prototxt")).read()
+
+
+def test_a_configuration_with_native_layers_trains_under_caffe_with_them_preloaded(tmp_path, capsys):
+    native = dict(SHORT, name="native", seeds=[1], configurations={
+        "native DropIn": SHORT["configurations"]["LeNet-deep DropIn"] + ["--native"]})
+    path = tmp_path / "native.json"
+    path.write_text(json.dumps(native))
+    out_dir = str(tmp_path / "out")
+    code, out, err = run([str(path), "-o", out_dir, "--data-dir", str(tmp_path / "data")], capsys)
+    assert code == 0, err
+    run_dir = os.path.join(out_dir, config.slug("native DropIn"), "seed1")
+    assert 'type: "DropIn"' in open(os.path.join(run_dir, "net.prototxt")).read()
+    with open(os.path.join(out_dir, "results.csv")) as f:
+        rows = {int(row["iteration"]): row for row in csv.DictReader(f)}
+    assert float(rows[10]["p/conv2_1_dropin_p"]) == pytest.approx(0.5)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, input_layer, python_layer
 from dropin_caffe import native
-from dropin_caffe.native.__main__ import main
+from dropin_caffe.cli.native import main
 
 
 @pytest.fixture(scope="session")

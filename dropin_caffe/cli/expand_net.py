@@ -52,6 +52,8 @@ def parser():
     rewrite.add_argument("--add-activation", choices=["relu"], help="give replicas a ReLU where the original "
                                                                     "has no activation")
     rewrite.add_argument("--replica-kernel", type=int, metavar="K", help="kernel size of conv replicas (odd)")
+    rewrite.add_argument("--native", action="store_true", help="emit the native C++ layer types (DropIn, "
+                         "DropInResize; built on first use, see README) instead of Python layers")
     rewrite.add_argument("--replica-std", type=float, metavar="STD", help="replicas' weights from gaussian(STD)")
     rewrite.add_argument("--depth", type=int, metavar="N", help="lenet-deep: how many conv layers to add")
     rewrite.add_argument("--input-shape", action="append", default=[], metavar="BLOB=C,H,W",
@@ -78,7 +80,8 @@ def keywords(args):
         dropin=not args.no_dropin, p_top=args.p_top, add_activation=args.add_activation,
         replica_kernel=args.replica_kernel, replica_std=args.replica_std, depth=args.depth,
         input_shapes=dict(args.input_shape), solver=args.solver, max_iter=args.max_iter,
-        solver_mode=args.solver_mode, settings=dict(args.variables), validate=not args.no_validate)
+        solver_mode=args.solver_mode, settings=dict(args.variables), validate=not args.no_validate,
+        native=args.native)
 
 
 def _run(argv, out, err):

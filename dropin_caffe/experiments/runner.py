@@ -19,10 +19,11 @@ import subprocess
 import threading
 import time
 
-from .. import files
+from .. import files, native
 from ..netgen import prototxt, rewrite, templates
 from ..netgen.expand import expand_net
 from ..netgen.plan import PRESETS
+from ..netgen.vocabulary import is_native
 from .config import slug
 
 
@@ -117,11 +118,14 @@ class Events:
 STOP = threading.Event()  # set on Ctrl-C: every run going on stops Caffe, no new run starts
 
 
-def train(run, solver_path, events, iterations, threads=None):
+def train(run, solver_path, events, iterations, threads=None, preload=None):
     """`caffe train` one run, its log to run.log. Returns (finished, the log's last lines). A run
     is finished only if Caffe exited 0 and its log reached `iterations` (on SIGINT Caffe stops
-    early, yet says "Optimization Done." and exits 0)."""
+    early, yet says "Optimization Done." and exits 0). `preload`: a library for LD_PRELOAD (the
+    native layers)."""
     environ = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
+    if preload:
+        environ["LD_PRELOAD"] = os.pathsep.join(p for p in (preload, environ.get("LD_PRELOAD")) if p)
     if threads:
         environ["OPENBLAS_NUM_THREADS"] = str(threads)
     label = "%s, seed %d" % (run.configuration, run.seed)
@@ -189,13 +193,17 @@ def run_experiment(experiment, out_dir, data_dir, keywords, source=None, jobs=1,
                    % (len(runs) - len(todo), len(runs), out_dir, len(todo)))
     solvers = [build_run(experiment, run, data, keywords(experiment.configurations[run.configuration]))
                for run in todo]
+    nets = [prototxt.read(os.path.join(run.directory, "net.prototxt")) for run in todo]
+    native_needed = any(is_native(layer) for net in nets for layer in net.get_all("layer"))
+    preload = native.build() if native_needed else None  # `caffe` meets type "DropIn" only preloaded
     events.start(experiment.iterations * len(todo))
     failed = []
 
     def one(run, solver):
         if STOP.is_set():
             return
-        ok, tail = train(run, solver, events, experiment.iterations, threads=1 if jobs > 1 else None)
+        ok, tail = train(run, solver, events, experiment.iterations, threads=1 if jobs > 1 else None,
+                         preload=preload)
         if not ok and not STOP.is_set():
             failed.append(run)
             events.say("run %s failed; the end of its log %s:\n  %s" % (run.directory, run.log, "\n  ".join(tail)))

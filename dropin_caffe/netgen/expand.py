@@ -242,19 +242,21 @@ def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top,
 def expand_net(net=None, *, template=None, preset=None, replicate=None, regularize=None, dropin_length=None,
                stagger=None, dropin=True, p_top=False, add_activation=None, replica_kernel=None, replica_std=None,
                depth=None, input_shapes=None, solver=None, max_iter=None, solver_mode=None, settings=None,
-               validate=True):
+               validate=True, native=False):
     """Expand a net into its DropIn variant; returns an `Expansion` (nothing is written).
 
     net: a path, prototxt text or Message (current or V1 format); or template= a built-in stock net,
     or preset= one of our presets after the paper's expanded nets (PRESETS). replicate: {LAYER: K}; regularize:
     {DROPOUT_LAYER: P}; dropin=False is --no-dropin (the plain expanded net); input_shapes:
     {BLOB: (C, H, W) or (N, C, H, W)}; settings: template variables (--set); solver: the original
-    solver (a path, text or Message); validate=False is --no-validate. The other
+    solver (a path, text or Message); validate=False is --no-validate; native=True emits the native
+    (C++) layer types, DropIn and DropInResize, with the same param_str. The other
     keywords are the flags of the same names.
     """
     name, original, solver_tree, solver_name, plan, data = _source(net, template, preset, depth, settings, solver)
     plan = _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top, add_activation,
                     replica_kernel, replica_std)
+    plan.native = native
     if net is not None and not plan.rewrites:
         raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K or --regularize LAYER=P"
                           % (net if not _is_text_or_message(net) else "the net"))

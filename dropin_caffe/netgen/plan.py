@@ -27,6 +27,7 @@ class Plan:
     kernel: typing.Optional[int] = None
     replica_std: typing.Optional[float] = None
     names: typing.Dict[str, typing.List[str]] = dataclasses.field(default_factory=dict)
+    native: bool = False
 
     @property
     def rewrites(self):
@@ -105,4 +106,6 @@ def apply_plan(net, plan, shapes, iter_size=1):
         rewrite.regularize(net, name, p_new, shapes, iter_size=iter_size, p_top=plan.p_top, notices=notes)
     if plan.stagger:
         rewrite.stagger(net, plan.stagger)
+    if plan.native:
+        rewrite.to_native(net)
     return net, notes

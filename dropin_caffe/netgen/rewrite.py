@@ -21,7 +21,7 @@ import math
 
 from ..errors import ConfigError
 from .prototxt import Message
-from .vocabulary import ACTIVATION_TYPES, CONV_TYPES, DROPIN_MODULE, in_place as _in_place, is_data, is_loss, \
+from .vocabulary import ACTIVATION_TYPES, CONV_TYPES, DROPIN_MODULE, NATIVE_TYPES, in_place as _in_place, is_data, is_loss, \
     our_layer
 
 
@@ -317,6 +317,16 @@ def dropin_configs(net):
         if our_layer(layer) == "DropIn":
             found.append((layer, json.loads(layer.get("python_param").get("param_str", "{}") or "{}")))
     return found
+
+
+def to_native(net):
+    """Our Python layers become the native ones (dropin_caffe.native): the type line alone changes."""
+    native = {kind: name for name, kind in NATIVE_TYPES.items()}
+    for layer in layers(net):
+        kind = our_layer(layer)
+        if kind and layer.get("type") == "Python":
+            layer.set("type", native[kind])
+    return net
 
 
 def stagger(net, every):

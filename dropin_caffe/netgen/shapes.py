@@ -491,10 +491,10 @@ def _silence(layer):
     return [], 0
 
 
-def _python(layer):
-    """Our DropIn and Resize (`_inferable` lets no other Python layer through)."""
+def _ours(layer):
+    """Our DropIn and Resize, Python or native (`_inferable` lets no other Python layer through)."""
     param = layer.param("python_param")
-    if str(param.get("layer")) == "DropIn":
+    if our_layer(layer.tree) == "DropIn":
         layer.count("bottoms (prev, new)", (2,), len(layer.bottoms))
         prev, new = layer.bottoms
         if prev != new:
@@ -526,7 +526,7 @@ RULES = {
     "Scale": _scale_or_bias, "Bias": _scale_or_bias, "Eltwise": _eltwise, "Concat": _concat,
     "Slice": _slice, "Split": _same_shape, "Flatten": _flatten, "Reshape": _reshape, "Crop": _crop,
     "Accuracy": _accuracy, "Reduction": _reduction, "Tile": _tile, "Silence": _silence,
-    "Python": _python,
+    "Python": _ours, "DropIn": _ours, "DropInResize": _ours,
 }
 RULES.update((kind, _same_shape) for kind in ELEMENTWISE)
 RULES.update((kind, _loss) for kind in LOSSES)

@@ -17,10 +17,11 @@ import os
 import tempfile
 
 from . import prototxt
-from ..errors import ConfigError
+from .. import native
+from ..errors import ConfigError, DropInCaffeError
 from .prototxt import Message
 from .shapes import infer, phase_net
-from .vocabulary import SOURCE_PARAMS, phase as _phase
+from .vocabulary import SOURCE_PARAMS, is_native, phase as _phase
 
 
 def _source_missing(layer):
@@ -88,6 +89,8 @@ def load_net(net_message, phase, stages=()):
     import caffe
     phase = _phase(phase)
     text = prototxt.dumps(net_message)
+    if any(is_native(layer) for layer in net_message.get_all("layer")):
+        native.load()  # before Caffe meets the type, else glog aborts the process
     _check_for_caffe(net_message, text, phase, stages)
     handle, path = tempfile.mkstemp(prefix="dropin-caffe-net.", suffix=".prototxt")
     try:
@@ -150,6 +153,12 @@ def prove(original, net, solver, shapes):
     prototxt.check_with_caffe_pb2(prototxt.dumps(net), "net", filename="the emitted net")
     if solver is not None:
         prototxt.check_with_caffe_pb2(prototxt.dumps(solver), "solver", filename="the emitted solver")
+    if any(is_native(layer) for layer in net.get_all("layer")):
+        try:
+            native.load()
+        except DropInCaffeError as error:
+            return notes + ["the native layers could not be loaded (%s): the emitted net was checked by caffe_pb2 "
+                            "and shape inference, not built" % error]
     import caffe
     unknown = sorted({str(layer.get("type")) for layer in original.get_all("layer")} - set(caffe.layer_type_list()))
     if unknown:

@@ -26,9 +26,11 @@ WEIGHT_TYPES = CONV_TYPES | {"InnerProduct"}
 # Every layer with learned parameters (drawn as such).
 LEARNED_TYPES = WEIGHT_TYPES | {"BatchNorm", "Scale", "Bias", "PReLU", "Embed"}
 
-# Our Python layers: module, and the classes in it.
+# Our Python layers: module, and the classes in it; and the type names of the native (C++) layers,
+# which read the same python_param { param_str } (dropin_caffe.native).
 DROPIN_MODULE = "dropin_caffe.layers"
 OUR_LAYERS = ("DropIn", "Resize")
+NATIVE_TYPES = {"DropIn": "DropIn", "DropInResize": "Resize"}
 
 
 def phase(value):
@@ -50,12 +52,20 @@ def is_data(layer):
 
 
 def our_layer(layer):
-    """"DropIn" or "Resize" for a Python layer of ours, else None."""
-    param = layer.get("python_param") if str(layer.get("type", "")) == "Python" else None
+    """"DropIn" or "Resize" for a layer of ours (Python or native), else None."""
+    kind = str(layer.get("type", ""))
+    if kind in NATIVE_TYPES:
+        return NATIVE_TYPES[kind]
+    param = layer.get("python_param") if kind == "Python" else None
     if param is None or str(param.get("module", "")) != DROPIN_MODULE:
         return None
     kind = str(param.get("layer", ""))
     return kind if kind in OUR_LAYERS else None
+
+
+def is_native(layer):
+    """A native (C++) layer of ours: its library must be loaded before Caffe builds the net."""
+    return str(layer.get("type", "")) in NATIVE_TYPES
 
 
 def in_place(layer, blob):
