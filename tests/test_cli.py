@@ -330,6 +330,26 @@ def test_drawing_into_a_missing_directory_writes_nothing(tiny, tmp_path, out_dir
     assert not (tmp_path / "figures").exists()
 
 
+@pytest.mark.parametrize("where", ["unwritable-folder", "directory"])
+def test_drawing_that_cannot_be_written_writes_no_net(where, tiny, tiny_solver, out_dir):
+    """The outputs are a set: a drawing that cannot be written (a folder nobody may write, or a
+    directory in the drawing's place) leaves the net and solver unwritten too."""
+    drawing = "/proc/tiny.png" if where == "unwritable-folder" else os.path.join(out_dir, "tiny.png")
+    if where == "directory":
+        os.mkdir(drawing)
+    line = refused([tiny, "--replicate", "conv2=1", "--solver", tiny_solver, "--draw", drawing] + DL, out_dir,
+                   drawing)
+    assert ("is a directory" if where == "directory" else "cannot write") in line
+    assert not os.path.exists(os.path.join(out_dir, "tiny_dropin.prototxt"))
+
+
+def test_solver_output_that_is_a_directory_writes_no_net(tiny, tiny_solver, out_dir):
+    os.mkdir(os.path.join(out_dir, "tiny_solver_dropin.prototxt"))
+    refused([tiny, "--replicate", "conv2=1", "--solver", tiny_solver] + DL, out_dir,
+            "tiny_solver_dropin.prototxt", "is a directory")
+    assert not os.path.exists(os.path.join(out_dir, "tiny_dropin.prototxt"))
+
+
 def test_caffe_validation_refuses_a_net_caffe_cannot_build(tiny, write, out_dir):
     """Shape inference cannot see that a Python layer's module is missing (here in the TEST phase only);
     building both phases in Caffe can. --no-validate skips that and writes the net."""
