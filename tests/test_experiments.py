@@ -116,6 +116,25 @@ def test_bad_experiment_files(tmp_path, capsys, content, message):
     assert not os.path.exists(tmp_path / "out")
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["--template", "lenett"], 'configuration "bad": unknown template "lenett"'),
+    (["--template", "lenet", "--replicate", "conv2=0"], 'configuration "bad": --replicate conv2=0: K'),
+    (["--template", "lenet", "--bogus"], 'configuration "bad": unrecognized arguments: --bogus'),
+    (["--template", "lenet", "--set", "train_batch_size=0"], 'configuration "bad": '),
+], ids=["unknown template", "K=0", "unknown option", "bad template value"])
+def test_a_bad_configuration_is_one_line_before_any_data_is_made(tmp_path, capsys, arguments, message):
+    """Every configuration is built (without Caffe) first: a bad one stops the experiment before the
+    datasets are made or any run trains, with one line naming it."""
+    experiment = dict(SHORT, configurations={"LeNet": SHORT["configurations"]["LeNet"], "bad": arguments})
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(experiment))
+    out_dir, data_dir = tmp_path / "out", tmp_path / "data"
+    code, out, err = run([str(path), "-o", str(out_dir), "--data-dir", str(data_dir)], capsys)
+    assert code == 2 and out == "", err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("run_experiments.py: " + message), err
+    assert not data_dir.exists() and not out_dir.exists()
+
+
 def test_unknown_experiment_names_the_built_in_ones(capsys):
     code, out, err = run(["lenet-depp"], capsys)
     assert code == 2 and "no built-in experiment 'lenet-depp'" in err and "lenet-deep" in err
