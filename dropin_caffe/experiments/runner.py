@@ -172,14 +172,27 @@ def train(run, solver_path, events, iterations, threads=None):
     os.replace(run.log + ".partial", run.log)
     with open(run.log, errors="replace") as f:
         text = f.read()
-    reached = max(map(int, ITERATION.findall(text)), default=0)
-    ok = process.returncode == 0 and "Optimization Done." in text and reached >= iterations
+    reached = reached_iteration(text)
+    ok = finished(text, process.returncode, iterations)
     if ok:
         files.write_atomic(run.done, json.dumps({"seconds": round(time.time() - started, 1),
                                                  "iterations": iterations}), force=True)
     events.finish(label, iterations, "done in %.0f s" % (time.time() - started) if ok else
                   "FAILED" if not STOP.is_set() else "stopped at iteration %d" % reached)
     return ok, _why(text.splitlines())
+
+
+def reached_iteration(text):
+    """The last iteration a `caffe train` log reports (0 if none)."""
+    return max(map(int, ITERATION.findall(text)), default=0)
+
+
+def finished(text, returncode, iterations):
+    """Whether a `caffe train` run with log `text` and exit code `returncode` trained all of its
+    `iterations`. Exit code 0 and "Optimization Done." are not enough: on SIGINT (Ctrl-C) Caffe
+    stops early, yet prints that line and exits 0; only a log that reached max_iter is finished."""
+    return (returncode == 0 and "Optimization Done." in text and "Optimization stopped early." not in text
+            and reached_iteration(text) >= iterations)
 
 
 REASON = re.compile(r"^[FE]\d{4} |Error|error:|Check failed|dropin_caffe: |terminate called")
