@@ -34,6 +34,7 @@ decay_mult: 0`) makes it fractional through weight decay; the layer then stops a
 Under the `caffe train` command line, Caffe aborts on an exception from a Python layer without
 printing it, so every error is written to stderr before it is raised.
 """
+import math
 import sys
 
 import caffe
@@ -186,6 +187,10 @@ class Resize(_Checked):
                 _fail('%s: "height" and "width" need a 4-D bottom, got shape %s' % (self.label, shape))
             keys = ("channels", "height", "width")[: len(shape) - 1]
             self.shape = shape[:1] + tuple(self.config.get(k, size) for k, size in zip(keys, shape[1:]))
+        count = math.prod(self.shape)
+        if count > params.INT_MAX:  # Caffe's Blob::Reshape would CHECK-fail and abort the process
+            _fail("%s: the top would have %d elements (shape %s), more than Caffe's limit INT_MAX = %d; give "
+                  "smaller channels/height/width" % (self.label, count, self.shape, params.INT_MAX))
         top[0].reshape(*self.shape)
 
     def forward(self, bottom, top):

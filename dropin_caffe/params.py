@@ -33,6 +33,11 @@ def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+# Caffe's blob dimensions and element counts are C++ ints: a larger one is a CHECK failure, which
+# aborts the whole process (Blob::Reshape, "blob size exceeds INT_MAX").
+INT_MAX = 2 ** 31 - 1
+
+
 def integer(minimum):
     return ("an integer >= %d" % minimum, lambda v: _is_int(v) and v >= minimum)
 
@@ -118,7 +123,12 @@ _MODE_KEYS = {"gradual": ("length", ("p_new",)), "regularize": ("p_new", ("lengt
 def layer_config(kind, param_str):
     """The checked param_str of our layer `kind` ("DropIn" or "Resize"): (config, label)."""
     if kind == "Resize":
-        return parse(kind, param_str, RESIZE_RULES, RESIZE_DEFAULTS)
+        config, label = parse(kind, param_str, RESIZE_RULES, RESIZE_DEFAULTS)
+        for key in ("channels", "height", "width"):
+            if config.get(key, 0) > INT_MAX:
+                raise ConfigError('%s: "%s" must be at most %d (INT_MAX: Caffe\'s blob dimensions are C ints), '
+                                  'got %s' % (label, key, INT_MAX, _show(config[key])))
+        return config, label
     config, label = parse(kind, param_str, DROPIN_RULES, DROPIN_DEFAULTS)
     needed, forbidden = _MODE_KEYS[config["mode"]]
     if needed not in config:

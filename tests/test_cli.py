@@ -330,6 +330,40 @@ def test_drawing_into_a_missing_directory_writes_nothing(tiny, tmp_path, out_dir
     assert not (tmp_path / "figures").exists()
 
 
+@pytest.mark.parametrize("where", ["unwritable-folder", "directory"])
+def test_drawing_that_cannot_be_written_writes_no_net(where, tiny, tiny_solver, out_dir):
+    """The outputs are a set: a drawing that cannot be written (a folder nobody may write, or a
+    directory in the drawing's place) leaves the net and solver unwritten too."""
+    drawing = "/proc/tiny.png" if where == "unwritable-folder" else os.path.join(out_dir, "tiny.png")
+    if where == "directory":
+        os.mkdir(drawing)
+    line = refused([tiny, "--replicate", "conv2=1", "--solver", tiny_solver, "--draw", drawing] + DL, out_dir,
+                   drawing)
+    assert ("is a directory" if where == "directory" else "cannot write") in line
+    assert not os.path.exists(os.path.join(out_dir, "tiny_dropin.prototxt"))
+
+
+def test_solver_output_that_is_a_directory_writes_no_net(tiny, tiny_solver, out_dir):
+    os.mkdir(os.path.join(out_dir, "tiny_solver_dropin.prototxt"))
+    refused([tiny, "--replicate", "conv2=1", "--solver", tiny_solver] + DL, out_dir,
+            "tiny_solver_dropin.prototxt", "is a directory")
+    assert not os.path.exists(os.path.join(out_dir, "tiny_dropin.prototxt"))
+
+
+@pytest.mark.parametrize("layer_name, old, new", [
+    ("conv1", 'weight_filler { type: "xavier" } } }\n    layer { name: "relu1"', 'weight_filler { type: "nosuch" } } }\n    layer { name: "relu1"'),
+    ("data", 'data_filler { type: "constant" value: 1 }', 'data_filler { type: "Gaussian" value: 1 }'),
+    ("ip2", 'num_output: 3 weight_filler { type: "xavier" }', 'num_output: 3 bias_filler { type: "" }'),
+])
+def test_unknown_filler_type_is_refused_before_caffe_aborts(layer_name, old, new, write, out_dir):
+    """Caffe's GetFiller LOG(FATAL)s on a filler type it does not know: the process would abort
+    (exit 134, glog lines) while validation builds the net."""
+    assert old in TINY
+    net = write("filler.prototxt", TINY.replace(old, new))
+    refused([net, "--replicate", "conv2=1"] + DL, out_dir, "layer '%s'" % layer_name, "filler type must be one of",
+            "xavier", repr(new.split('type: "')[1].split('"')[0]))
+
+
 def test_caffe_validation_refuses_a_net_caffe_cannot_build(tiny, write, out_dir):
     """Shape inference cannot see that a Python layer's module is missing (here in the TEST phase only);
     building both phases in Caffe can. --no-validate skips that and writes the net."""

@@ -501,3 +501,21 @@ def test_cli_prints_what_it_wrote_then_what_it_reused(tmp_path, capsys):
     assert code == 0 and stdout.splitlines()[0].startswith("reused train LMDB")
     code, _, stderr = run_main(["mnist", "-o", out, "--source", folder], capsys)
     assert code == 2 and "test_count 4, asked 12" in stderr
+
+
+def test_ctrl_c_is_one_line_exit_130_and_leaves_no_output(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the LMDBs are being written: one line (no traceback), exit code 130, and the
+    output folder it was creating is gone."""
+    write_mnist(str(tmp_path / "src"))
+
+    def interrupted(path, images):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lmdb_writer, "_write_mean", interrupted)
+    out = str(tmp_path / "out")
+    code, stdout, stderr = run_main(["mnist", "-o", out, "--source", str(tmp_path / "src"), "--writer", "python"],
+                                    capsys)
+    progress, _, stopped = stderr.rpartition("\n\n")  # the progress lines, then Ctrl-C's line
+    assert code == 130 and stdout == "" and progress.startswith("mnist: read "), stderr
+    assert stopped == "make_dataset.py: stopped; nothing half-written was kept\n", stderr
+    assert not os.path.exists(out)

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import threading
 
 import pytest
 
@@ -116,6 +117,25 @@ def test_bad_experiment_files(tmp_path, capsys, content, message):
     assert not os.path.exists(tmp_path / "out")
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["--template", "lenett"], 'configuration "bad": unknown template "lenett"'),
+    (["--template", "lenet", "--replicate", "conv2=0"], 'configuration "bad": --replicate conv2=0: K'),
+    (["--template", "lenet", "--bogus"], 'configuration "bad": unrecognized arguments: --bogus'),
+    (["--template", "lenet", "--set", "train_batch_size=0"], 'configuration "bad": '),
+], ids=["unknown template", "K=0", "unknown option", "bad template value"])
+def test_a_bad_configuration_is_one_line_before_any_data_is_made(tmp_path, capsys, arguments, message):
+    """Every configuration is built (without Caffe) first: a bad one stops the experiment before the
+    datasets are made or any run trains, with one line naming it."""
+    experiment = dict(SHORT, configurations={"LeNet": SHORT["configurations"]["LeNet"], "bad": arguments})
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(experiment))
+    out_dir, data_dir = tmp_path / "out", tmp_path / "data"
+    code, out, err = run([str(path), "-o", str(out_dir), "--data-dir", str(data_dir)], capsys)
+    assert code == 2 and out == "", err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("run_experiments.py: " + message), err
+    assert not data_dir.exists() and not out_dir.exists()
+
+
 def test_unknown_experiment_names_the_built_in_ones(capsys):
     code, out, err = run(["lenet-depp"], capsys)
     assert code == 2 and "no built-in experiment 'lenet-depp'" in err and "lenet-deep" in err
@@ -147,3 +167,73 @@ def test_a_configuration_with_native_layers_trains_under_caffe_with_them_preload
     with open(os.path.join(out_dir, "results.csv")) as f:
         rows = {int(row["iteration"]): row for row in csv.DictReader(f)}
     assert float(rows[10]["p/conv2_1_dropin_p"]) == pytest.approx(0.5)
+
+
+# A `caffe train` log stopped by Ctrl-C at iteration 96 of 200: Caffe still says "Optimization
+# Done." and exits 0 (lines as Caffe 1.0 prints them, trimmed).
+STOPPED_LOG = """\
+I1201 10:00:00.000000  1 solver.cpp:218] Iteration 96 (12.5 iter/s, 0.8s/10 iters), loss = 0.31
+I1201 10:00:00.000000  1 solver.cpp:237]     Train net output #0: loss = 0.31 (* 1 = 0.31 loss)
+I1201 10:00:00.100000  1 solver.cpp:464] Snapshotting to binary proto file snapshot_iter_96.caffemodel
+I1201 10:00:00.100000  1 solver.cpp:300] Optimization stopped early.
+I1201 10:00:00.100000  1 caffe.cpp:260] Optimization Done.
+"""
+
+
+def test_a_log_that_stopped_before_max_iter_is_not_finished():
+    assert runner.reached_iteration(STOPPED_LOG) == 96
+    assert not runner.finished(STOPPED_LOG, 0, 200)
+    without_the_early_line = STOPPED_LOG.replace("Optimization stopped early.", "")
+    assert not runner.finished(without_the_early_line, 0, 200)  # the iteration alone decides
+    done = STOPPED_LOG.replace("Optimization stopped early.", "Iteration 200, loss = 0.2")
+    assert runner.finished(done, 0, 200) and not runner.finished(done, 1, 200)
+
+
+def test_caffe_stopped_by_ctrl_c_is_not_marked_done(tmp_path):
+    """The real `caffe train` on a tiny net with a large max_iter, stopped through the runner's STOP
+    event (what Ctrl-C sets): Caffe exits 0 saying "Optimization Done.", the run is not done."""
+    net = tmp_path / "net.prototxt"
+    net.write_text("""
+        layer { name: "data" type: "DummyData" top: "data" top: "label"
+          dummy_data_param { shape { dim: 2 dim: 3 } shape { dim: 2 }
+            data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 0 } } }
+        layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+          inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
+        layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+        """)
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "%s"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 100000000\ndisplay: 1000\n'
+                      'snapshot_prefix: "%s"\nsolver_mode: CPU\n' % (net, tmp_path / "snap"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stopped = runner.Run("tiny", 1, str(run_dir))
+
+    class Watch(runner.Events):
+        def update(self, label, iteration):  # Caffe is training: press Ctrl-C
+            if iteration >= 1000:
+                runner.STOP.set()
+
+    runner.STOP.clear()
+    timer = threading.Timer(60, runner.STOP.set)  # never hang the suite
+    timer.start()
+    try:
+        ok, _ = runner.train(stopped, str(solver), Watch(), 100000000, threads=1)
+    finally:
+        timer.cancel()
+        runner.STOP.clear()
+    log = open(stopped.log).read()
+    assert "Optimization Done." in log and 1000 <= runner.reached_iteration(log) < 100000000
+    assert not ok and not stopped.finished and not os.path.exists(stopped.done)
+    assert not os.path.exists(stopped.log + ".partial")
+
+
+def test_ctrl_c_is_one_line_exit_130(tmp_path, short, capsys, monkeypatch):
+    """Ctrl-C while the runs train (here raised by the runner itself): one line, no traceback."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_experiment", interrupted)
+    code, out, err = run([short, "-o", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data")], capsys)
+    lines = err.strip().splitlines()
+    assert code == 130 and out == ""
+    assert lines == ["run_experiments.py: stopped; finished runs are kept, run the same command to go on"], err

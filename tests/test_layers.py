@@ -388,3 +388,10 @@ def test_resize_matches_the_kernel(write, impl, param_str, shape):
 def test_resize_errors(write, impl, capfd, shape, param_str, target, message):
     path = write("bad.prototxt", resize_text(impl, shape, param_str, target))
     expect_failure(impl, capfd, path, message)
+
+
+def test_python_resize_beyond_int_max_elements_is_our_error_not_a_caffe_abort(write, capfd):
+    """Built straight in Caffe (no inference first): the layer refuses the top before Blob::Reshape
+    would CHECK-fail and abort the process."""
+    path = write("huge.prototxt", resize_text("python", (2, 3, 8, 8), '{"name": "r", "height": 50000, "width": 50000}'))
+    expect_failure("python", capfd, path, "Resize 'r': the top would have 15000000000 elements")

@@ -49,3 +49,21 @@ def test_param_str_must_be_a_string():
 def test_good_param_str_still_parses():
     config, label = params.layer_config("DropIn", '{"name": "d", "length": 10}')
     assert config["length"] == 10 and config["mode"] == "gradual" and label == "DropIn 'd'"
+
+
+@pytest.mark.parametrize("value, rule", [
+    ("1e30", '"height" must be an integer >= 1, got 1e+30'),
+    (str(2 ** 31), '"height" must be at most 2147483647 (INT_MAX'),
+    ("1" + "0" * 40, '"height" must be at most 2147483647 (INT_MAX'),
+])
+def test_resize_dimension_beyond_caffes_int_is_refused(value, rule):
+    """Caffe's blob dimensions are C ints: a larger one would abort Caffe (Blob::Reshape's CHECK)."""
+    with pytest.raises(ConfigError) as info:
+        params.layer_config("Resize", '{"name": "r", "height": %s}' % value)
+    message = str(info.value)
+    assert message.startswith("Resize 'r': " + rule) and "\n" not in message and len(message) < 300
+
+
+def test_resize_dimension_at_int_max_is_accepted():
+    config, _ = params.layer_config("Resize", '{"name": "r", "width": %d}' % params.INT_MAX)
+    assert config["width"] == 2 ** 31 - 1

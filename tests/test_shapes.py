@@ -244,6 +244,23 @@ def test_our_python_layers():
     agree_with_caffe(net)
 
 
+def test_a_top_beyond_caffes_int_max_elements_is_refused_before_caffe():
+    """Every dimension fits an int, the count does not: Caffe's Blob::Reshape would CHECK-fail and
+    abort the process. Inference (which validation runs before Caffe) refuses it naming the layer."""
+    text = input_layer("data", (2, 3, 8, 8))
+    text += python_layer("resized", "Resize", ["data"], ["resized"], '{"height": 50000, "width": 50000}',
+                         counter=False)
+    for check in (lambda net: shapes.infer(net, "TRAIN"), lambda net: validate.check_net(net, "TRAIN")):
+        with pytest.raises(ConfigError) as info:
+            check(prototxt.parse(text))
+        message = str(info.value)
+        assert "'resized'" in message and "top 'resized' would have shape (2, 3, 50000, 50000)" in message
+        assert "INT_MAX = 2147483647" in message and "\n" not in message
+    text = input_layer("data", (2 ** 16, 2 ** 15, 1, 1))  # 2**31 elements: one too many
+    with pytest.raises(ConfigError, match="top 'data' would have shape .*INT_MAX"):
+        shapes.infer(prototxt.parse(text), "TRAIN")
+
+
 def test_data_layer_shapes_from_their_parameters():
     text = '''
     layer { name: "mem" type: "MemoryData" top: "mem" top: "mem_label"

@@ -20,6 +20,7 @@ import threading
 import time
 
 from .. import files, native
+from ..errors import ConfigError
 from ..netgen import prototxt, rewrite, templates
 from ..netgen.expand import expand_net
 from ..netgen.plan import PRESETS
@@ -52,19 +53,48 @@ def plan_runs(experiment, out_dir):
             for seed in experiment.seeds for name in experiment.configurations]
 
 
-def build_run(experiment, run, data, keywords):
-    """Write the run's net and solver (expand_net with `keywords`, pointed at `data`); return the
-    solver's path."""
+def _expand(keywords, data):
+    """expand_net (without Caffe) with `keywords`, a stock net pointed at `data`."""
     keywords = dict(keywords)
     template = keywords.get("template") or (PRESETS[keywords["preset"]].template if keywords.get("preset") else None)
-    if template:  # point the stock net at the dataset; a net that subtracts a mean gets the dataset's
+    if template in templates.NETS:  # point the stock net at the dataset; one that subtracts a mean gets the dataset's
         settings = dict(keywords.get("settings") or {}, train_source=data["train_lmdb"],
                         test_source=data["test_lmdb"], image_shape=list(data["shape"]))
         defaults = templates.NETS[template].defaults
         if defaults["mean_file"] is not None or defaults["mean_value"] is not None:
             settings["mean_file"] = data["mean_file"]
         keywords["settings"] = settings
-    built = expand_net(**dict(keywords, validate=False))
+    return expand_net(**dict(keywords, validate=False))  # an unknown template is expand_net's ConfigError
+
+
+# The image shape of each dataset, for checking the configurations before the data is made.
+SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def check_configurations(experiment, keywords):
+    """Build every configuration's net without Caffe or data (placeholder sources, the dataset's
+    image shape), so that a bad configuration is one ConfigError naming it before any data is
+    made or any run trains."""
+    data = {"train_lmdb": "train_lmdb", "test_lmdb": "test_lmdb", "mean_file": "mean.binaryproto",
+            "shape": SHAPES.get(experiment.dataset, (1, 28, 28))}
+    for name, arguments in experiment.configurations.items():
+        try:
+            built = _expand(keywords(arguments), data)
+        except ConfigError as error:
+            raise ConfigError('configuration "%s": %s' % (_clip(name), error)) from None
+        if built.solver is None:
+            raise ConfigError('configuration "%s": it has no solver to train with; give --solver with a net file, '
+                              'or use --template or --preset' % _clip(name))
+
+
+def _clip(text, limit=60):
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def build_run(experiment, run, data, keywords):
+    """Write the run's net and solver (expand_net with `keywords`, pointed at `data`); return the
+    solver's path."""
+    built = _expand(keywords, data)
     net = built.net
     for index, (layer, config) in enumerate(rewrite.dropin_configs(net)):
         config["seed"] = run.seed * 1000 + index  # reproducible masks per seed
@@ -146,14 +176,27 @@ def train(run, solver_path, events, iterations, threads=None, preload=None):
     os.replace(run.log + ".partial", run.log)
     with open(run.log, errors="replace") as f:
         text = f.read()
-    reached = max(map(int, ITERATION.findall(text)), default=0)
-    ok = process.returncode == 0 and "Optimization Done." in text and reached >= iterations
+    reached = reached_iteration(text)
+    ok = finished(text, process.returncode, iterations)
     if ok:
         files.write_atomic(run.done, json.dumps({"seconds": round(time.time() - started, 1),
                                                  "iterations": iterations}), force=True)
     events.finish(label, iterations, "done in %.0f s" % (time.time() - started) if ok else
                   "FAILED" if not STOP.is_set() else "stopped at iteration %d" % reached)
     return ok, _why(text.splitlines())
+
+
+def reached_iteration(text):
+    """The last iteration a `caffe train` log reports (0 if none)."""
+    return max(map(int, ITERATION.findall(text)), default=0)
+
+
+def finished(text, returncode, iterations):
+    """Whether a `caffe train` run with log `text` and exit code `returncode` trained all of its
+    `iterations`. Exit code 0 and "Optimization Done." are not enough: on SIGINT (Ctrl-C) Caffe
+    stops early, yet prints that line and exits 0; only a log that reached max_iter is finished."""
+    return (returncode == 0 and "Optimization Done." in text and "Optimization stopped early." not in text
+            and reached_iteration(text) >= iterations)
 
 
 REASON = re.compile(r"^[FE]\d{4} |Error|error:|Check failed|dropin_caffe: |terminate called")
@@ -181,6 +224,7 @@ def run_experiment(experiment, out_dir, data_dir, keywords, source=None, jobs=1,
     about the progress."""
     from . import datasets
     events = events or Events()
+    check_configurations(experiment, keywords)  # before any data is made: a bad one is one line now
     subset = "%s_%s_%s" % (experiment.dataset, experiment.train_count or "all", experiment.test_count or "all")
     if source:  # the user's own files get their own folder, beside the embedded data's
         subset += "_" + hashlib.sha256(os.path.abspath(source).encode()).hexdigest()[:8]

@@ -667,10 +667,25 @@ def infer(net, phase="TRAIN", input_shapes=None, stages=()):
                 raise layer.fail("bottom '%s' is not the top of an earlier layer in phase %s; check its "
                                  "name and the include/exclude rules" % (bottom, _phase(phase)))
         tops, params = _apply(layer, given)
+        for top, shape in zip(layer.tops, tops):
+            _check_count(layer, top, shape)
         shapes.update(zip(layer.tops, tops))
         layers.append(LayerShapes(layer.name, layer.type, list(zip(bottoms, layer.bottoms)),
                                   list(zip(layer.tops, tops)), params))
     return shapes, layers
+
+
+def _check_count(layer, top, shape):
+    """Refuse a top Caffe could not hold: its Blob::Reshape CHECKs every dimension and the element
+    count against INT_MAX and aborts the whole process."""
+    if shape is None:
+        return
+    count = _product(shape)
+    if count > params.INT_MAX or any(dim > params.INT_MAX for dim in shape):
+        shown = _text(shape)
+        shown = shown if len(shown) <= 60 else shown[:56] + "...)"
+        raise layer.fail("top '%s' would have shape %s, more than Caffe's limit of INT_MAX = %d elements; make "
+                         "it smaller" % (top, shown, params.INT_MAX))
 
 
 def _inferable(tree):

@@ -61,6 +61,33 @@ def with_dummy_data(net, phase, shapes, stages=()):
     return kept
 
 
+# The filler types of Caffe 1.0's GetFiller (filler.hpp); any other name is LOG(FATAL), which
+# aborts the whole process while the layer sets up.
+FILLERS = ("constant", "gaussian", "positive_unitball", "uniform", "xavier", "msra", "bilinear")
+
+
+def check_fillers(layer):
+    """Raise ConfigError if a filler anywhere in `layer` (weight_filler, bias_filler, filler,
+    data_filler, ...) has a type Caffe 1.0 does not know."""
+    pending = [layer]
+    while pending:  # a walk, not recursion: a parsed net may nest deeply
+        message = pending.pop()
+        for key, value in message.fields:
+            if not isinstance(value, Message):
+                continue
+            if key.endswith("filler"):
+                kind = str(value.get("type", "constant"))
+                if kind not in FILLERS:
+                    raise ConfigError("layer '%s': %s type must be one of Caffe's fillers (%s), got %s; Caffe "
+                                      "would abort on it" % (_clip(str(layer.get("name", ""))), key,
+                                                             ", ".join(FILLERS), _clip(repr(kind))))
+            pending.append(value)
+
+
+def _clip(text, limit=60):
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _check_for_caffe(net, text, phase, stages):
     import caffe
     prototxt.check_with_caffe_pb2(text, "net", tree=net)
@@ -70,6 +97,7 @@ def _check_for_caffe(net, text, phase, stages):
         if kind not in known:
             raise ConfigError("layer '%s': this Caffe has no layer type %r; its types: %s"
                               % (name, kind, ", ".join(sorted(known))))
+        check_fillers(layer)
         if kind == "Python":
             param = layer.get("python_param") or Message()
             module, cls = str(param.get("module", "")), str(param.get("layer", ""))
