@@ -14,6 +14,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["dropin_caffe", "dropin_caffe.*"]),
+    package_data={"dropin_caffe.native": ["*.cpp", "*.hpp", "*.h"]},  # compiled on first use
     python_requires=">=3.9",
     install_requires=["numpy", "protobuf", "jinja2", "matplotlib"],
     data_files=[("share/dropin-caffe/prototxt_templates", glob.glob("prototxt_templates/*.j2")),
