@@ -58,6 +58,16 @@ def our_layer(layer):
     return kind if kind in OUR_LAYERS else None
 
 
+# The native C++ layers (dropin_caffe/native): their type strings, and which of ours each is.
+NATIVE_TYPES = {"DropIn": "DropIn", "DropInResize": "Resize"}
+
+
+def our_kind(layer):
+    """"DropIn" or "Resize" for a layer of ours in either form (Python or native), else None.
+    Both read the same `python_param { param_str }`."""
+    return our_layer(layer) or NATIVE_TYPES.get(str(layer.get("type", "")))
+
+
 def in_place(layer, blob):
     """The layer reads and writes `blob` alone (ReLU in place, ...)."""
     return layer.get_all("bottom") == [blob] and layer.get_all("top") == [blob]
