@@ -227,6 +227,7 @@ def deploy(net, data_shapes):
     SoftmaxWithLoss as Softmax (top "prob" unless taken)."""
     test = inference.phase_net(net, "TEST")
     taken = {str(b) for layer in _layers(test) for b in layer.get_all("top") + layer.get_all("bottom")}
+    names = {str(layer.get("name")) for layer in _layers(net)}
     gone = set()
     layers, probs = [], []
     for layer in _layers(test):
@@ -237,7 +238,9 @@ def deploy(net, data_shapes):
         elif kind == "SoftmaxWithLoss":
             top = "prob" if "prob" not in taken else "%s_prob" % layer.get("name")
             taken.add(top)
-            softmax = Message([["name", layer.get("name")], ["type", "Softmax"], ["bottom", layer.get("bottom")],
+            # Named as its top: OpenCV's dnn asks for outputs by layer name.
+            name = top if top not in names else layer.get("name")
+            softmax = Message([["name", name], ["type", "Softmax"], ["bottom", layer.get("bottom")],
                                ["top", top]])
             axis = (layer.get("softmax_param") or Message()).get("axis")
             if axis is not None:
@@ -562,11 +565,12 @@ def export_net(net, weights, *, batch=1, input_shapes=None, train_val=False, all
                for phase, blobs in outputs.items()}
     exported = prune(replaced, outputs, trim_inputs=not train_val)
     exported_weights = {}
+    replaced_names = {str(layer.get("name")) for layer in ours}
     for layer in _layers(exported):
         layer_name = str(layer.get("name"))
         if layer_name in fixed:
             exported_weights[layer_name] = fixed[layer_name]
-        elif layer_name in stored and not vocabulary.our_kind(layer):
+        elif layer_name in stored and layer_name not in replaced_names:  # not a DropIn's counter
             exported_weights[layer_name] = stored[layer_name]
     original_form = input_form(source, data_shapes) if train_val else source
     exported_form = input_form(exported, data_shapes) if train_val else exported
