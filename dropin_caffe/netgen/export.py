@@ -335,8 +335,9 @@ def _resize_layers(layer, bottom_shape, top_shape, frozen):
         last = index == len(steps) - 1
         made_name, made_top = (name, top) if last else ("%s_%s" % (name, suffix), "%s_%s" % (name, suffix))
         new = Message([["name", made_name], ["type", kind], ["bottom", current], ["top", made_top]])
-        for rule in layer.get_all("include") + layer.get_all("exclude"):
-            new.add("include" if rule in layer.get_all("include") else "exclude", rule.copy())
+        for key in ("include", "exclude"):  # --train-val keeps the phases
+            for rule in layer.get_all(key):
+                new.add(key, rule.copy())
         if weights is not None and frozen:
             new.add("param", _fixed_param())
         for key, value in fields:
