@@ -29,7 +29,6 @@ the proof catches it.
 """
 import dataclasses
 import os
-import tempfile
 import typing
 
 import numpy as np
@@ -420,7 +419,8 @@ def replace_ours(net, states, shapes, layer_shapes, frozen):
             bottom, top = bottoms[0], tops[0]
             bottom_shape = inference.require(shapes, layer_shapes, str(original.get("bottom")))
             top_shape = inference.require(shapes, layer_shapes, top)
-            config, _ = params.layer_config("Resize", str((layer.get("python_param") or Message()).get("param_str", "")))
+            param_str = str((layer.get("python_param") or Message()).get("param_str", ""))
+            config, _ = params.layer_config("Resize", param_str)
             made = _resize_layers(layer, bottom_shape, top_shape, frozen)
             if not made:
                 renames[top] = bottom
