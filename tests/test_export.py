@@ -153,7 +153,7 @@ def test_d_resize_layers_become_fixed_stock_layers_that_caffe_and_opencv_run(wri
 SMALL_NET = """\
 name: "small"
 layer { name: "data" type: "DummyData" top: "data" top: "label"
-  dummy_data_param { shape { dim: 4 dim: 6 } shape { dim: 4 }
+  dummy_data_param { shape { dim: 4 dim: 1 dim: 2 dim: 3 } shape { dim: 4 }
                      data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 1 } } }
 layer { name: "ip0" type: "InnerProduct" bottom: "data" top: "ip0" inner_product_param { num_output: 8 } }
 layer { name: "ip1" type: "InnerProduct" bottom: "ip0" top: "ip1" inner_product_param { num_output: 8 } }
@@ -246,7 +246,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(write, tmp_path):
         assert len(err.splitlines()) == 1 and message in err, (message, err)
         assert not os.path.exists(out_dir)
     # WEIGHTS of another net with the layer names of this one but other shapes
-    wrong = write("wrong.prototxt", small_net("python").replace("shape { dim: 4 dim: 6 }", "shape { dim: 4 dim: 7 }"))
+    wrong = write("wrong.prototxt", small_net("python").replace("dim: 2 dim: 3 }", "dim: 2 dim: 4 }"))
     wrong_weights = save_weights(str(tmp_path / "wrong.caffemodel"), wrong, {"reg": 7, "blend": 30, "back": 5})
     code, out, err = export(net, wrong_weights, "-o", out_dir)
     assert code == 2 and "WEIGHTS does not match layer 'ip0'" in err and len(err.splitlines()) == 1
@@ -261,6 +261,53 @@ def test_bad_inputs_are_one_line_and_write_nothing(write, tmp_path):
     code, out, err = export(net, weights, "-o", out_dir, "--force")
     assert code == 0, err
     assert sorted(os.listdir(out_dir)) == ["small_deploy.caffemodel", "small_deploy.prototxt"]
+
+
+IN_PLACE_NET = """\
+layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 3 dim: 6 } } }
+layer { name: "prev" type: "InnerProduct" bottom: "x" top: "prev" inner_product_param { num_output: 5 } }
+layer { name: "new" type: "InnerProduct" bottom: "prev" top: "new" inner_product_param { num_output: 5 } }
+%s
+layer { name: "relu" type: "ReLU" bottom: "drop" top: "drop" }
+layer { name: "a" type: "InnerProduct" bottom: "drop" top: "a" inner_product_param { num_output: 4 } }
+layer { name: "b" type: "InnerProduct" bottom: "new" top: "b" inner_product_param { num_output: 4 } }
+layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "sum" }
+"""
+
+
+def test_a_dropin_whose_top_is_changed_in_place_while_new_is_read_again_becomes_a_copy(write, tmp_path):
+    """Reading `new` for the removed DropIn would let the ReLU overwrite `new` before "b" reads it."""
+    net = write("inplace.prototxt", IN_PLACE_NET % python_layer("drop", "DropIn", ["prev", "new"], ["drop"],
+                                                                '{"name": "drop", "length": 10}'))
+    weights = save_weights(str(tmp_path / "inplace.caffemodel"), net, {"drop": 12})
+    code, out, err = export(net, weights, "-o", tmp_path / "out", "--batch", 3)
+    assert code == 0, err
+    assert "DropIn 'drop': p = 1 (counter 12): Power (an exact copy of 'new', new: a later layer works in place " \
+           "on its top while 'new' is read again)" in out
+    proved = proof(out)
+    deploy, model = (str(tmp_path / "out" / ("inplace_deploy" + ext)) for ext in (".prototxt", ".caffemodel"))
+    opencv = opencv_vs_caffe(deploy, model)
+    report("in-place copy", proved, opencv)
+    assert proved["sum"] <= 1e-5 and opencv["sum"] <= 1e-4
+
+
+def test_a_data_layer_whose_source_is_not_here_needs_input_shape(write, tmp_path):
+    net = write("small.prototxt", small_net("python"))
+    weights = save_weights(str(tmp_path / "small.caffemodel"), net, {"reg": 7, "blend": 30, "back": 5})
+    lines = small_net("python").splitlines(True)
+    data = ('layer { name: "data" type: "Data" top: "data" top: "label"\n'
+            '  data_param { source: "%s" batch_size: 4 backend: LMDB } }\n' % (tmp_path / "no_lmdb"))
+    lmdb_net = write("lmdb.prototxt", "".join(lines[:1] + [data] + lines[4:]))
+    code, out, err = export(lmdb_net, weights, "-o", tmp_path / "out")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "the shape of blob 'data' is unknown" in err and "--input-shape data=C,H,W" in err
+    assert not os.path.exists(tmp_path / "out")
+    code, out, err = export(lmdb_net, weights, "-o", tmp_path / "out", "--input-shape", "data=1,2,3")
+    assert code == 0, err
+    assert proof(out)["prob"] <= 1e-5
+    first = prototxt.read(str(tmp_path / "out" / "lmdb_deploy.prototxt")).get_all("layer")[0]
+    assert str(first.get("type")) == "Input" and [d for d in first.get("input_param").get("shape").get_all("dim")] \
+        == [1, 1, 2, 3]
 
 
 def test_the_python_api_and_the_tool(write, tmp_path):

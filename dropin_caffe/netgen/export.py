@@ -23,9 +23,8 @@ lr_mult 0, decay_mult 0; refused while a DropIn blends, unless allow_blend).
 
 `export_net` builds both nets in Caffe (TEST), feeds the same seeded random inputs and measures
 every output of the export against the original (`Export.proof`); nothing is written until
-`Export.write`. Caveat: a layer that works in place on a removed DropIn's top then works in
-place on `new` (or `prev`), so a net that also reads that blob elsewhere afterwards would differ;
-the proof catches it.
+`Export.write`. A DropIn whose top a later layer changes in place while its `new` (or `prev`) is
+read again is kept as a Power layer (an exact copy) instead of removed.
 """
 import dataclasses
 import os
@@ -369,7 +368,8 @@ def replace_ours(net, states, shapes, layer_shapes, frozen):
     Resize shapes; `frozen` gives the fixed layers lr_mult 0. `renames` maps a removed DropIn's
     top to the blob its consumers now read."""
     layers, fixed, lines, renames, p_tops = [], {}, [], {}, {}
-    for original in _layers(net):
+    originals = _layers(net)
+    for position, original in enumerate(originals):
         layer = original.copy()
         bottoms = [renames.get(str(b), str(b)) for b in layer.get_all("bottom")]
         for bottom in layer.get_all("bottom"):
@@ -402,10 +402,16 @@ def replace_ours(net, states, shapes, layer_shapes, frozen):
             mode = state.config["test"]
             if state.used in (0.0, 1.0):
                 source = new if state.used == 1.0 else prev
-                renames[top] = source
                 why = "" if mode == "expectation" else ", test \"%s\"" % mode
-                lines.append("DropIn '%s': %s%s: removed, its consumers read '%s' (%s)"
-                             % (name, at, why, source, "new" if state.used == 1.0 else "prev"))
+                which = "new" if state.used == 1.0 else "prev"
+                if _needs_copy(originals[position + 1:], top, source):
+                    layers.append(Message([["name", name], ["type", "Power"], ["bottom", source], ["top", top]]))
+                    lines.append("DropIn '%s': %s%s: Power (an exact copy of '%s', %s: a later layer works in "
+                                 "place on its top while '%s' is read again)" % (name, at, why, source, which, source))
+                else:
+                    renames[top] = source
+                    lines.append("DropIn '%s': %s%s: removed, its consumers read '%s' (%s)"
+                                 % (name, at, why, source, which))
             else:
                 coeff = (1.0 - state.used, state.used)
                 blend = Message([["name", name], ["type", "Eltwise"], ["bottom", prev], ["bottom", new],
@@ -433,6 +439,13 @@ def replace_ours(net, states, shapes, layer_shapes, frozen):
                         fixed[str(made_layer.get("name"))] = [weights]
                 lines.append(_describe_resize(name, bottom_shape, top_shape, made, config["interp"]))
     return _with_layers(net, layers), fixed, lines, renames
+
+
+def _needs_copy(later, top, source):
+    """Reading `source` for `top` would be wrong: a later layer works in place on `top` (it would
+    then overwrite `source`) and `source` itself is read later."""
+    changed = any(top in layer.get_all("bottom") and top in layer.get_all("top") for layer in later)
+    return changed and any(source in layer.get_all("bottom") for layer in later)
 
 
 def prune(net, outputs_by_phase, trim_inputs):
@@ -473,7 +486,10 @@ def _data_shapes(tree, input_shapes, batch):
     data = [layer for layer in layers if layer.type in vocabulary.DATA_TYPES]
     if any(shape is None for layer in data for _, shape in layer.tops):
         missing = [layer for layer in data if any(s is None for _, s in layer.tops)]
-        if all(str(layer.type) in vocabulary.SOURCE_PARAMS for layer in missing):
+        names = {layer.name for layer in missing}
+        trees = [layer for layer in _layers(inference.phase_net(tree, "TEST")) if str(layer.get("name")) in names]
+        # Caffe aborts the process on a missing database, so it reads only sources that are here.
+        if all(str(t.get("type")) in vocabulary.SOURCE_PARAMS and not validation._source_missing(t) for t in trees):
             try:
                 built = _load(inference.phase_net(tree, "TEST"))
                 read = {top: tuple(built.blobs[top].data.shape) for layer in missing for top, _ in layer.tops}
