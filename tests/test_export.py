@@ -145,6 +145,15 @@ def test_d_resize_layers_become_fixed_stock_layers_that_caffe_and_opencv_run(wri
     opencv = opencv_vs_caffe(deploy, model)
     report("d resize %s" % impl, proved, opencv)
     assert opencv["conv2"] <= 1e-4
+    # --train-val: the fixed layers do not learn.
+    code, out, err = export(net, weights, "-o", tmp_path / "stock", "--train-val")
+    assert code == 0, err
+    assert proof(out)["conv2"] <= 1e-5
+    stock = prototxt.read(str(tmp_path / "stock" / "resizes_stock.prototxt")).get_all("layer")
+    fixed = [layer for layer in stock if str(layer.get("type")) in ("Convolution", "InnerProduct")
+             and str(layer.get("name")) not in ("conv1", "conv2")]
+    assert len(fixed) == 6
+    assert all(layer.get_all("param") == [prototxt.Message([["lr_mult", 0], ["decay_mult", 0]])] for layer in fixed)
 
 
 # ---------------------------------------------------------------------------------------------

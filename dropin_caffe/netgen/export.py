@@ -59,7 +59,7 @@ class Export:
     net: the exported prototxt tree. weights: {layer name: [float32 arrays]} for every remaining
     layer with parameters (the fixed layers' exact weights included). lines: one per layer of
     ours, what it became. proof: [(blob, max |export - original|, that / max |original|)], empty
-    when not validated. form: "deploy" or "train_val". caffe_net: the net as Caffe builds it to
+    when not validated. form: "deploy" or "train_val". caffe_form: the net as Caffe builds it to
     save the weights (data layers as Input layers of their TEST shapes).
     """
     net: Message
@@ -70,7 +70,7 @@ class Export:
     net_name: str
     solver: typing.Optional[Message]
     solver_name: typing.Optional[str]
-    caffe_net: Message
+    caffe_form: Message
 
     @property
     def failures(self):
@@ -108,7 +108,7 @@ class Export:
 
     def _save(self, path):
         """Build the export in Caffe, give it its weights, and let Caffe write the .caffemodel."""
-        net = _load(self.caffe_net)
+        net = _load(self.caffe_form)
         _set_weights(net, self.weights, "the export")
         net.save(path)
         extra = [name for name in self.weights if name not in net.params]
