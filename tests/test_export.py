@@ -319,6 +319,23 @@ def test_a_data_layer_whose_source_is_not_here_needs_input_shape(write, tmp_path
         == [1, 1, 2, 3]
 
 
+def test_outputs_that_differ_exit_1_and_write_nothing(write, tmp_path, monkeypatch):
+    """The blends differ from the Python layer's arithmetic by float32 rounding (2e-8 relative);
+    with no tolerance at all that is a difference, which must stop the export."""
+    from dropin_caffe.netgen import export as exporting
+    net = write("small.prototxt", small_net("python"))
+    weights = save_weights(str(tmp_path / "small.caffemodel"), net, {"reg": 7, "blend": 30, "back": 5})
+    monkeypatch.setattr(exporting, "TOLERANCE", 0.0)
+    code, out, err = export(net, weights, "-o", tmp_path / "out")
+    assert code == 1 and "output 'prob'" in out
+    assert len(err.splitlines()) == 1 and "the export's output 'prob' differs from the original's by" in err
+    assert "(> 0, float32 rounding); nothing written" in err
+    assert not os.path.exists(tmp_path / "out")
+    code, out, err = export(net, weights, "-o", tmp_path / "out", "--no-validate")
+    assert code == 0 and "output '" not in out, err
+    assert sorted(os.listdir(tmp_path / "out")) == ["small_deploy.caffemodel", "small_deploy.prototxt"]
+
+
 def test_the_python_api_and_the_tool(write, tmp_path):
     assert "export_net" in dropin_caffe.__all__
     net = write("resizes.prototxt", resize_net("python"))

@@ -5,7 +5,7 @@ A thin shell over `dropin_caffe.export_net`: every flag is one of its keywords.
 import argparse
 import os
 
-from ..netgen.export import TOLERANCE, export_net
+from ..netgen import export as exporting
 from .common import Parser, assignment, shape, shell
 
 USAGE = """\
@@ -45,7 +45,7 @@ def parser():
 def _run(argv, out, err):
     os.environ.setdefault("GLOG_minloglevel", "2")  # read when caffe loads: keep its log off the screen
     args = parser().parse_args(argv)
-    result = export_net(args.net, args.weights, batch=args.batch, input_shapes=dict(args.input_shape),
+    result = exporting.export_net(args.net, args.weights, batch=args.batch, input_shapes=dict(args.input_shape),
                         train_val=args.train_val, allow_blend=args.allow_blend, solver=args.solver,
                         validate=not args.no_validate)
     for line in result.lines:
@@ -56,7 +56,8 @@ def _run(argv, out, err):
     if failed:
         blob, _, relative = failed[0]
         print("export_net.py: the export's output '%s' differs from the original's by %.3g relative (> %g, float32 "
-              "rounding); nothing written. Please report this net." % (blob, relative, TOLERANCE), file=err)
+              "rounding); nothing written. Please report this net." % (blob, relative, exporting.TOLERANCE),
+              file=err)
         return 1
     for kind, path in result.write(args.output_dir, force=args.force):
         print("wrote %s %s" % (kind, path), file=out)
