@@ -319,6 +319,16 @@ def test_a_data_layer_whose_source_is_not_here_needs_input_shape(write, tmp_path
         == [1, 1, 2, 3]
 
 
+def test_a_layer_reading_a_p_top_is_refused(write, tmp_path):
+    net = write("ptop.prototxt", IN_PLACE_NET.split("%s")[0] + python_layer(
+        "drop", "DropIn", ["prev", "new"], ["drop", "drop_p"], '{"name": "drop", "length": 10}') +
+        'layer { name: "use_p" type: "Power" bottom: "drop_p" top: "use_p" }\n')
+    weights = save_weights(str(tmp_path / "ptop.caffemodel"), net, {"drop": 3})
+    code, out, err = export(net, weights, "-o", tmp_path / "out")
+    assert code == 2 and len(err.splitlines()) == 1 and not os.path.exists(tmp_path / "out")
+    assert "layer 'use_p' reads 'drop_p', the p top of DropIn 'drop', which the export removes" in err
+
+
 def test_outputs_that_differ_exit_1_and_write_nothing(write, tmp_path, monkeypatch):
     """The blends differ from the Python layer's arithmetic by float32 rounding (2e-8 relative);
     with no tolerance at all that is a difference, which must stop the export."""
