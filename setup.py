@@ -21,6 +21,7 @@ setup(
                 ("share/dropin-caffe/solvers", glob.glob("solvers/*.j2"))],
     entry_points={"console_scripts": ["%s = dropin_caffe.cli.%s:main" % (command, module) for command, module in (
         ("expand_net", "expand_net"), ("run_experiments", "run_experiments"), ("make_dataset", "make_dataset"),
-        ("plot_log", "plot_log"), ("plot_schedule", "plot_schedule"), ("caffe-env", "caffe_env"))]},
+        ("plot_log", "plot_log"), ("plot_schedule", "plot_schedule"), ("caffe-env", "caffe_env"),
+        ("export_net", "export_net"))]},
     license="BSD-2-Clause",
 )

@@ -15,7 +15,7 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "expand_net": "netgen.expand", "Expansion": "netgen.expand",
     "DropInCaffeError": "errors", "ConfigError": "errors", "CaffeEnvError": "errors",
-    "netspec": "netgen.netspec",
+    "netspec": "netgen.netspec", "export_net": "netgen.export", "Export": "netgen.export",
 }
 __all__ = sorted(_EXPORTS)
 
