@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from dropin_caffe.cli import run_experiments
+from dropin_caffe.cli import export_net, run_experiments
 from dropin_caffe.experiments import config, runner
 from dropin_caffe.errors import ConfigError
 
@@ -40,6 +40,8 @@ def test_a_short_experiment_trains_parses_and_plots(tmp_path, short, capsys):
         for seed in (1, 2):
             run_dir = os.path.join(out_dir, config.slug(configuration), "seed%d" % seed)
             assert json.load(open(os.path.join(run_dir, "done.json")))["iterations"] == 30
+            assert os.path.exists(os.path.join(run_dir, "snapshot_iter_30.caffemodel"))  # the final weights, kept
+            assert not [name for name in os.listdir(run_dir) if name.endswith(".solverstate")]
             assert "Optimization Done." in open(os.path.join(run_dir, "caffe.log")).read()
     with open(os.path.join(out_dir, "results.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -51,6 +53,9 @@ def test_a_short_experiment_trains_parses_and_plots(tmp_path, short, capsys):
     assert 0 <= float(by_iteration[30]["test0/accuracy"]) <= 1
     assert "| LeNet | 2 |" in out and "| LeNet-deep DropIn | 2 |" in out
     assert "plot: %s" % os.path.join(out_dir, "short.png") in out
+    command = next(line.split("tools/export_net.py ")[1] for line in out.splitlines() if "tools/export_net.py" in line)
+    assert export_net.main(command.split()) == 0  # the printed command exports the trained net
+    assert os.path.exists(os.path.join(out_dir, config.slug("LeNet-deep DropIn"), "seed1", "export"))
 
     # Rerunning skips the finished runs and reports again; the seeds' masks were set per seed.
     code, out, err = run([short, "-o", out_dir, "--data-dir", data_dir], capsys)

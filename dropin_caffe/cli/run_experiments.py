@@ -9,6 +9,8 @@ import threading
 import time
 
 from ..experiments import config, report, runner
+from ..netgen import prototxt
+from ..netgen.vocabulary import our_layer
 from . import expand_net
 from ..errors import ConfigError
 from .common import Parser, shell
@@ -108,10 +110,22 @@ def _run(argv, out, err):
     print(summary, file=out)
     print("\nplot: %s (and .svg); table: %s; every value: %s" % (
         picture, os.path.join(out_dir, "summary.md"), os.path.join(out_dir, "results.csv")), file=out)
+    trained = [run for run in runs if run.finished and run not in failed and _has_dropin(run)]
+    if trained:
+        run = trained[0]
+        print("a DropIn run's final weights as a stock Caffe net (likewise for the other %d DropIn runs):\n"
+              "  tools/caffe-env run python3 tools/export_net.py %s %s -o %s"
+              % (len(trained) - 1, os.path.join(run.directory, "net.prototxt"),
+                 run.weights(experiment.iterations), os.path.join(run.directory, "export")), file=out)
     if failed:
         print("%d runs failed (see above); rerun the command to retry them" % len(failed), file=err)
         return 1
     return 0
+
+
+def _has_dropin(run):
+    net = prototxt.read(os.path.join(run.directory, "net.prototxt"))
+    return any(our_layer(layer) == "DropIn" for layer in net.get_all("layer"))
 
 
 def main(argv=None, out=None, err=None):

@@ -3,9 +3,10 @@
 
 A configuration's expand_net arguments become `expand_net` keywords through the `keywords`
 function the caller gives (the command line's own parser), so a run builds exactly the net the
-command line would. Each run lives in OUT/<configuration>/seed<N>/ (net, solver, caffe.log, done.json). A run with
-done.json is finished and skipped when the experiment is run again; Ctrl-C stops the current run
-and leaves the finished ones intact; a failed run is reported with its log's last lines and the
+command line would. Each run lives in OUT/<configuration>/seed<N>/ (net, solver, caffe.log, its
+final weights snapshot_iter_N.caffemodel, done.json). A run whose done.json and final weights are
+there is finished and skipped when the experiment is run again; Ctrl-C stops the current run and
+leaves the finished ones intact; a failed run is reported with its log's last lines and the
 others go on.
 """
 import concurrent.futures
@@ -42,9 +43,19 @@ class Run:
     def done(self):
         return os.path.join(self.directory, "done.json")
 
+    def weights(self, iterations):
+        """The final .caffemodel a run of `iterations` leaves (Caffe's snapshot after training)."""
+        return os.path.join(self.directory, "snapshot_iter_%d.caffemodel" % iterations)
+
     @property
     def finished(self):
-        return os.path.exists(self.done)
+        """done.json is there, and so are the final weights it names."""
+        try:
+            with open(self.done) as f:
+                weights = json.load(f).get("weights")
+        except (OSError, ValueError):
+            return False
+        return bool(weights) and os.path.exists(os.path.join(self.directory, weights))
 
 
 def plan_runs(experiment, out_dir):
@@ -107,7 +118,7 @@ def build_run(experiment, run, data, keywords):
                        ("test_interval", experiment.test_interval),
                        ("test_iter", max(1, -(-data["test_count"] // test_batch))),
                        ("display", max(1, experiment.test_interval // 4)), ("random_seed", run.seed),
-                       ("snapshot", 0), ("snapshot_after_train", False),
+                       ("snapshot", 0), ("snapshot_after_train", True),
                        ("snapshot_prefix", os.path.join(run.directory, "snapshot")),
                        ("solver_mode", prototxt.Enum("CPU"))):
         solver.set(key, value)
@@ -177,10 +188,14 @@ def train(run, solver_path, events, iterations, threads=None, preload=None):
     with open(run.log, errors="replace") as f:
         text = f.read()
     reached = reached_iteration(text)
-    ok = finished(text, process.returncode, iterations)
-    if ok:
-        files.write_atomic(run.done, json.dumps({"seconds": round(time.time() - started, 1),
-                                                 "iterations": iterations}), force=True)
+    weights = run.weights(iterations)
+    ok = finished(text, process.returncode, iterations) and os.path.exists(weights)
+    if ok:  # the run keeps its final weights only: the solver state is for resuming, not results
+        state = weights[:-len(".caffemodel")] + ".solverstate"
+        if os.path.exists(state):
+            os.remove(state)
+        files.write_atomic(run.done, json.dumps({"seconds": round(time.time() - started, 1), "iterations": iterations,
+                                                 "weights": os.path.basename(weights)}), force=True)
     events.finish(label, iterations, "done in %.0f s" % (time.time() - started) if ok else
                   "FAILED" if not STOP.is_set() else "stopped at iteration %d" % reached)
     return ok, _why(text.splitlines())
