@@ -21,7 +21,8 @@ def table(records, targets):
     for entry, target in zip(records, targets):
         verdict = "" if target is None else "met" if entry["ratio"] <= target else "MISSED"
         rows.append((entry["case"], "%.3f" % entry["ours_ms"], entry["baseline"], "%.3f" % entry["baseline_ms"],
-                     ("%.2f" if entry["ratio"] >= 0.1 else "%.4f") % entry["ratio"], "" if target is None else "<= %g" % target, verdict))
+                     ("%.2f" if entry["ratio"] >= 0.1 else "%.4f") % entry["ratio"],  # shares: 4 places
+                     "" if target is None else "<= %g" % target, verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) if i in (0, 2, 6) else cell.rjust(width)
                                for i, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows)

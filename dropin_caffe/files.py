@@ -114,3 +114,22 @@ def write_all(outputs, force=False):
 def write_atomic(path, content, force=False):
     """Write one file atomically (see the module docstring); the same refusals as `write_all`."""
     write_all([(os.fspath(path), content)], force)
+
+
+def write_into(out_dir, outputs, force=False):
+    """`write_all` into `out_dir`, made if missing (and removed again if the writing fails)."""
+    existing = os.path.abspath(out_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError("-o %s: %s is a file; give a directory for the outputs" % (out_dir, existing))
+    for path, _ in outputs:
+        check_output(path, force, parent_may_be_missing=True)
+    created = not os.path.isdir(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        write_all(outputs, force)
+    except BaseException:
+        if created and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+        raise

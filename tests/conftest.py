@@ -77,3 +77,27 @@ ODD_NETS = [
      'layer \'a\': "include { phase }" must be TRAIN or TEST, got Enum(\'TRIAN\')'),
     ('layer { name: "a" name: "b" type: "ReLU" bottom: "conv1" top: "a" }', 'layer \'a\': "name" is given 2 times'),
 ]
+
+
+NATIVE_TYPES = {"DropIn": "DropIn", "Resize": "DropInResize"}  # our kinds -> the native layers' types
+
+
+@pytest.fixture(scope="session")
+def native_library():
+    """Build (from scratch in CI: the first call compiles) and load the native layers."""
+    from dropin_caffe import native
+    return native.load()
+
+
+@pytest.fixture(params=["python", "native"])
+def impl(request):
+    """Each test using it runs against the Python and the native layers."""
+    if request.param == "native":
+        request.getfixturevalue("native_library")
+    return request.param
+
+
+def our_layer(impl, name, kind, bottoms, tops, param_str, counter=True):
+    """One of our layers in `impl`; the native one differs by its type line alone."""
+    text = python_layer(name, kind, bottoms, tops, param_str, counter)
+    return text if impl == "python" else text.replace('type: "Python"', 'type: "%s"' % NATIVE_TYPES[kind], 1)

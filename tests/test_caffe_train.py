@@ -20,7 +20,7 @@ import subprocess
 import caffe
 import pytest
 
-from conftest import TINY_LAYERS, input_layer, python_layer
+from conftest import TINY_LAYERS, input_layer, our_layer, python_layer
 from dropin_caffe.errors import ConfigError
 
 LENGTH = 40
@@ -32,24 +32,9 @@ DATA_AND_LAYERS = 'name: "dropin_tiny"\n' + TINY_LAYERS
 LOSS = 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "joined" bottom: "label" top: "loss" }\n'
 
 
-@pytest.fixture(scope="session")
-def native_library():
-    from dropin_caffe import native
-    return native.load()
-
-
-@pytest.fixture(params=["python", "native"])
-def impl(request):
-    if request.param == "native":
-        request.getfixturevalue("native_library")
-    return request.param
-
-
 def tiny_net(directory, param_str, counter=True, impl="python"):
     """DummyData -> prev -> new, joined by the DropIn "dropin" (second top p, loss_weight 0), a loss."""
-    dropin = python_layer("dropin", "DropIn", ["prev", "new"], ["joined", "p"], param_str, counter)
-    if impl == "native":
-        dropin = dropin.replace('type: "Python"', 'type: "DropIn"', 1)
+    dropin = our_layer(impl, "dropin", "DropIn", ["prev", "new"], ["joined", "p"], param_str, counter)
     dropin = dropin.replace("  python_param", "  loss_weight: 0 loss_weight: 0\n  python_param", 1)
     path = os.path.join(str(directory), "net.prototxt")
     with open(path, "w") as out:

@@ -17,31 +17,14 @@ import numpy as np
 import pytest
 
 import dropin_caffe
-from conftest import python_layer
+from conftest import NATIVE_TYPES, our_layer, python_layer
 from dropin_caffe.cli.export_net import main as export_main
 from dropin_caffe.cli.expand_net import main as expand_main
 from dropin_caffe.netgen import prototxt
 
-NATIVE_TYPES = {"DropIn": "DropIn", "Resize": "DropInResize"}
 LOW = 2 ** 22
 
 
-@pytest.fixture(scope="session")
-def native_library():
-    from dropin_caffe import native
-    return native.load()
-
-
-@pytest.fixture(params=["python", "native"])
-def impl(request):
-    if request.param == "native":
-        request.getfixturevalue("native_library")
-    return request.param
-
-
-def ours(impl, name, kind, bottoms, tops, param_str, counter=True):
-    text = python_layer(name, kind, bottoms, tops, param_str, counter)
-    return text if impl == "python" else text.replace('type: "Python"', 'type: "%s"' % NATIVE_TYPES[kind], 1)
 
 
 def export(*argv):
@@ -114,13 +97,13 @@ layer { name: "target" type: "Input" top: "target" input_param { shape { dim: 2 
 
 def resize_net(impl):
     return RESIZE_NET + "".join([
-        ours(impl, "pad", "Resize", ["conv1"], ["pad"], '{"name": "pad", "channels": 6}', counter=False),
-        ours(impl, "up", "Resize", ["pad"], ["up"], '{"name": "up", "height": 10, "width": 10}', counter=False),
-        ours(impl, "trunc", "Resize", ["up"], ["trunc"], '{"name": "trunc", "channels": 3, "height": 7, "width": 3}',
+        our_layer(impl, "pad", "Resize", ["conv1"], ["pad"], '{"name": "pad", "channels": 6}', counter=False),
+        our_layer(impl, "up", "Resize", ["pad"], ["up"], '{"name": "up", "height": 10, "width": 10}', counter=False),
+        our_layer(impl, "trunc", "Resize", ["up"], ["trunc"], '{"name": "trunc", "channels": 3, "height": 7, "width": 3}',
              counter=False),
-        ours(impl, "near", "Resize", ["trunc"], ["near"],
+        our_layer(impl, "near", "Resize", ["trunc"], ["near"],
              '{"name": "near", "height": 3, "width": 5, "interp": "nearest"}', counter=False),
-        ours(impl, "like", "Resize", ["near", "target"], ["like"], '{"name": "like"}', counter=False),
+        our_layer(impl, "like", "Resize", ["near", "target"], ["like"], '{"name": "like"}', counter=False),
         'layer { name: "conv2" type: "Convolution" bottom: "like" top: "conv2"\n'
         '  convolution_param { num_output: 2 kernel_size: 1 } }\n'])
 
@@ -179,11 +162,11 @@ def small_net(impl):
     """data -> ip0 -> ip1 (ReLU) -> reg = regularize(ip0, ip1) -> ip2 -> blend = DropIn(reg, ip2) at
     counter 30 of 100 -> ip3 -> back = DropIn(blend, ip3) test "prev" -> scores -> loss."""
     lines = SMALL_NET.splitlines(True)
-    reg = ours(impl, "reg", "DropIn", ["ip0", "ip1"], ["reg", "reg_p"],
+    reg = our_layer(impl, "reg", "DropIn", ["ip0", "ip1"], ["reg", "reg_p"],
                '{"name": "reg", "mode": "regularize", "p_new": 0.5}').replace(
         "  param {", "  loss_weight: 0 loss_weight: 0\n  param {")
-    blend = ours(impl, "blend", "DropIn", ["reg", "ip2"], ["blend"], '{"name": "blend", "length": 100}')
-    back = ours(impl, "back", "DropIn", ["blend", "ip3"], ["back"], '{"name": "back", "length": 10, "test": "prev"}')
+    blend = our_layer(impl, "blend", "DropIn", ["reg", "ip2"], ["blend"], '{"name": "blend", "length": 100}')
+    back = our_layer(impl, "back", "DropIn", ["blend", "ip3"], ["back"], '{"name": "back", "length": 10, "test": "prev"}')
     return "".join(lines[:7] + [reg] + lines[7:8] + [blend] + lines[8:9] + [back] + lines[9:])
 
 

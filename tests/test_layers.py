@@ -12,31 +12,10 @@ import caffe
 import numpy as np
 import pytest
 
-from conftest import REPO, input_layer, layer_object, python_layer
+from conftest import REPO, input_layer, layer_object, our_layer
 from dropin_caffe.errors import ConfigError
 
-NATIVE_TYPES = {"DropIn": "DropIn", "Resize": "DropInResize"}
 LOW = 2 ** 22
-
-
-@pytest.fixture(scope="session")
-def native_library():
-    """Build (from scratch in CI: the first call compiles) and load the native layers."""
-    from dropin_caffe import native
-    return native.load()
-
-
-@pytest.fixture(params=["python", "native"])
-def impl(request):
-    if request.param == "native":
-        request.getfixturevalue("native_library")
-    return request.param
-
-
-def our_layer(impl, name, kind, bottoms, tops, param_str, counter=True):
-    """One of our layers in `impl`; the native one differs by its type line alone."""
-    text = python_layer(name, kind, bottoms, tops, param_str, counter)
-    return text if impl == "python" else text.replace('type: "Python"', 'type: "%s"' % NATIVE_TYPES[kind], 1)
 
 
 def get_count(net, name="drop"):

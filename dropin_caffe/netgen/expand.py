@@ -66,11 +66,10 @@ class Expansion:
         """Write the net (and solver, and with `draw` a .png/.svg drawing) into `out_dir`, all or
         none: every path is checked before anything is written. Returns `outputs(out_dir, draw)`."""
         written = self.outputs(out_dir, draw)
-        _check_out_dir(out_dir)
-        if draw and os.path.splitext(draw)[1].lower() not in (".png", ".svg"):
-            raise ConfigError("--draw needs a .png or .svg file, got %s" % draw)
-        for kind, path in written:
-            files.check_output(path, force, parent_may_be_missing=kind != "drawing")
+        if draw:
+            if os.path.splitext(draw)[1].lower() not in (".png", ".svg"):
+                raise ConfigError("--draw needs a .png or .svg file, got %s" % draw)
+            files.check_output(draw, force)  # its folder must exist (the output folder is made)
         # The solver's `net` is the written net's absolute path (Caffe resolves it from its own cwd).
         solver = None
         if self.solver is not None:
@@ -79,14 +78,7 @@ class Expansion:
         contents = [prototxt.dumps(self.net)] + ([prototxt.dumps(solver)] if solver is not None else [])
         if draw:
             contents.append(self._drawing())
-        created = not os.path.isdir(out_dir)
-        os.makedirs(out_dir, exist_ok=True)
-        try:
-            files.write_all([(path, content) for (_, path), content in zip(written, contents)], force)
-        except BaseException:
-            if created and not os.listdir(out_dir):
-                os.rmdir(out_dir)
-            raise
+        files.write_into(out_dir, [(path, content) for (_, path), content in zip(written, contents)], force)
         return written
 
     def _drawing(self):
@@ -119,19 +111,11 @@ class Expansion:
         return save
 
 
-def _check_out_dir(out_dir):
-    existing = os.path.abspath(out_dir)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise ConfigError("-o %s: %s is a file; give a directory for the outputs" % (out_dir, existing))
-
-
 def _is_text(value):
     return "\n" in value or "{" in value
 
 
-def _read(value, what):
+def read_prototxt(value, what):
     """A prototxt given as a Message, its text, or a path."""
     if isinstance(value, prototxt.Message):
         return value.copy()
@@ -176,18 +160,19 @@ def _source(net, template, preset, depth, settings, solver):
         raise ConfigError("--set gives template variables; it needs --template or --preset")
     if depth is not None:
         raise ConfigError("--depth applies to --preset lenet-deep only")
-    name = stem(net) if not _is_text_or_message(net) else "net"
-    tree = _read(net, "net")
+    name = stem(net) if not is_inline(net) else "net"
+    tree = read_prototxt(net, "net")
     vocabulary.check_structure(tree)  # before upgrade, so that layer #N counts the user's layers
     tree = upgrade.upgrade_net(tree)
-    solver_tree = _read(solver, "solver") if solver is not None else None
+    solver_tree = read_prototxt(solver, "solver") if solver is not None else None
     solver_name = None
     if solver is not None:
-        solver_name = stem(solver) if not _is_text_or_message(solver) else "solver"
+        solver_name = stem(solver) if not is_inline(solver) else "solver"
     return name, tree, solver_tree, solver_name, plan, {}
 
 
-def _is_text_or_message(value):
+def is_inline(value):
+    """`value` is a prototxt given inline (text or a Message), not a path."""
     return isinstance(value, prototxt.Message) or (isinstance(value, str) and _is_text(value))
 
 
@@ -259,7 +244,7 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
     plan.native = native
     if net is not None and not plan.rewrites:
         raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K or --regularize LAYER=P"
-                          % (net if not _is_text_or_message(net) else "the net"))
+                          % (net if not is_inline(net) else "the net"))
     data.update(input_shapes or {})
     found, original_layers = inference.infer(original, "TRAIN", data)
     expanded, notes = plans.apply_plan(original, plan, found, solvers.iter_size(solver_tree))

@@ -35,7 +35,7 @@ import numpy as np
 from .. import files, kernels, params
 from ..errors import ConfigError
 from . import prototxt, shapes as inference, upgrade, validate as validation, vocabulary
-from .expand import _check_out_dir, _is_text_or_message, _read, stem
+from .expand import is_inline, read_prototxt, stem
 from .prototxt import Message
 
 TOLERANCE = 1e-5  # relative: float32 rounding of a sum of a few products
@@ -88,22 +88,12 @@ class Export:
     def write(self, out_dir, force=False):
         """Write the net, its .caffemodel (and the solver) into `out_dir`, all or none."""
         written = self.outputs(out_dir)
-        _check_out_dir(out_dir)
-        for _, path in written:
-            files.check_output(path, force, parent_may_be_missing=True)
         contents = [prototxt.dumps(self.net), self._save]
         if self.solver is not None:
             solver = self.solver.copy()
             solver.set("net", os.path.abspath(written[0][1]))
             contents.append(prototxt.dumps(solver))
-        created = not os.path.isdir(out_dir)
-        os.makedirs(out_dir, exist_ok=True)
-        try:
-            files.write_all([(path, content) for (_, path), content in zip(written, contents)], force)
-        except BaseException:
-            if created and not os.listdir(out_dir):
-                os.rmdir(out_dir)
-            raise
+        files.write_into(out_dir, [(path, content) for (_, path), content in zip(written, contents)], force)
         return written
 
     def _save(self, path):
@@ -541,8 +531,8 @@ def export_net(net, weights, *, batch=1, input_shapes=None, train_val=False, all
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError("--batch must be an integer >= 1, got %r" % (batch,))
-    name = stem(net) if not _is_text_or_message(net) else "net"
-    tree = _read(net, "net")
+    name = stem(net) if not is_inline(net) else "net"
+    tree = read_prototxt(net, "net")
     vocabulary.check_structure(tree)
     tree = upgrade.upgrade_net(tree)
     ours = [layer for layer in _layers(tree) if vocabulary.our_layer(layer)]
@@ -552,7 +542,7 @@ def export_net(net, weights, *, batch=1, input_shapes=None, train_val=False, all
     if solver is not None and not train_val:
         raise ConfigError("--solver goes with --train-val (a deploy net is not trained); add --train-val or drop "
                           "--solver")
-    solver_tree = _read(solver, "solver") if solver is not None else None
+    solver_tree = read_prototxt(solver, "solver") if solver is not None else None
     stored = read_weights(weights)
     states = {str(layer.get("name")): dropin_state(layer, stored) for layer in ours
               if vocabulary.our_layer(layer) == "DropIn"}
@@ -599,7 +589,7 @@ def export_net(net, weights, *, batch=1, input_shapes=None, train_val=False, all
             solver_out.remove(key)
         if "snapshot_prefix" in solver_out:
             solver_out.set("snapshot_prefix", str(solver_out.get("snapshot_prefix")) + "_stock")
-        solver_name = (stem(solver) if not _is_text_or_message(solver) else "solver") + "_stock"
+        solver_name = (stem(solver) if not is_inline(solver) else "solver") + "_stock"
     return Export(exported, exported_weights, lines, proof, "train_val" if train_val else "deploy", name + suffix,
                   solver_out, solver_name, exported_form)
 
