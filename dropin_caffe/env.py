@@ -108,10 +108,11 @@ def _install_tools(log):
 
 
 @contextlib.contextmanager
-def _locked():
-    """Hold the cache's lock: one build or fetch at a time across processes."""
-    os.makedirs(home(), exist_ok=True)
-    with open(os.path.join(home(), "lock"), "w") as lock:
+def locked(folder=None):
+    """Hold `folder`'s lock (default: the cache's): one build or fetch at a time across processes."""
+    folder = folder or home()
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -119,7 +120,7 @@ def _locked():
 def create(force=False, log=lambda line: None):
     """Build the embedded root unless a complete, current one exists. Returns its path."""
     target = root()
-    with _locked():  # a second create waits for the first, then reuses it
+    with locked():  # a second create waits for the first, then reuses it
         if is_built() and not force:
             return target
         _install_tools(log)
@@ -168,7 +169,7 @@ def fetch_mnist(log=lambda line: None):
             "your own MNIST IDX files to tools/make_dataset.py")
         return None
     os.makedirs(data_dir(), exist_ok=True)
-    with _locked():  # one fetch at a time; the others then find it there
+    with locked():  # one fetch at a time; the others then find it there
         if os.path.exists(target):
             return target
         partial = tempfile.mkdtemp(prefix="npm-pack.", dir=data_dir())

@@ -31,9 +31,9 @@ def test_the_stamp_names_every_package():
 def test_the_lock_serialises_builds_across_processes(tmp_path):
     """A second process waits on the cache's lock while the first holds it."""
     holder = ("import sys, time; sys.path.insert(0, %r); from dropin_caffe import env\n"
-              "with env._locked():\n    print('held', flush=True); time.sleep(1.5)" % REPO)
+              "with env.locked():\n    print('held', flush=True); time.sleep(1.5)" % REPO)
     waiter = ("import sys, time; sys.path.insert(0, %r); from dropin_caffe import env\n"
-              "start = time.time()\nwith env._locked():\n    print(round(time.time() - start, 1))" % REPO)
+              "start = time.time()\nwith env.locked():\n    print(round(time.time() - start, 1))" % REPO)
     environ = dict(os.environ, DROPIN_CAFFE_HOME=str(tmp_path))
     first = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, env=environ,
                              universal_newlines=True)

@@ -21,7 +21,6 @@ import concurrent.futures
 import contextlib
 import ctypes
 import ctypes.util
-import fcntl
 import glob
 import hashlib
 import importlib.util
@@ -155,14 +154,6 @@ def _check_tools(includes):
     return compiler
 
 
-@contextlib.contextmanager
-def _locked():
-    os.makedirs(cache_dir(), exist_ok=True)
-    with open(os.path.join(cache_dir(), "lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def _run(command):
     done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     if done.returncode != 0:
@@ -173,7 +164,7 @@ def _run(command):
 def build(force=False):
     """Build the library unless a current one is cached; return its path."""
     library, target = _target()
-    with _locked():  # a second build waits for the first, then reuses it
+    with env.locked(cache_dir()):  # a second build waits for the first, then reuses it
         if not os.path.exists(target) or force:
             _compile(library, target)
         if os.path.realpath(preload_path()) != target:
