@@ -402,3 +402,31 @@ def test_nameless_layers_are_counted_in_the_users_net_despite_net_level_inputs()
     text = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\nlayer { type: "Pooling" }\n'
     with pytest.raises(ConfigError, match='^Pooling layer #1: needs a "bottom"'):
         shapes.infer(prototxt.parse(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# Nets users bring (issue 8): fork and Python data layers, fork fields, in-place unknown layers
+
+FORK_DATA = '''
+layer { name: "py" type: "Python" top: "data" top: "label"
+  python_param { module: "my_seg_layers" layer: "SegData" param_str: "{'batch_size': 4, 'split': 'train'}" } }
+layer { name: "fork" type: "ImageLabelmapData" top: "other" top: "map"
+  image_data_param { source: "list.txt" batch_size: 2 } }
+layer { name: "plain" type: "MyPairData" top: "third" }
+'''
+
+
+def test_channels_height_width_is_one_image_for_python_and_fork_data_layers():
+    """Issue 8.1: BLOB=C,H,W means one image; the batch comes from the layer (param_str's or a
+    *_param's batch_size), else 1 with a note; it was a 3-axis blob, so pooling refused it."""
+    text = FORK_DATA + conv("c", "data", "num_output: 4 kernel_size: 3") + pool("p", "c", "kernel_size: 2 stride: 2")
+    notes = []
+    inferred, layers = shapes.infer(prototxt.parse(text), "TRAIN",
+                                    {"data": (3, 8, 8), "other": (3, 8, 8), "third": (1, 5, 5)}, notes=notes)
+    assert (inferred["data"], inferred["other"], inferred["third"]) == ((4, 3, 8, 8), (2, 3, 8, 8), (1, 1, 5, 5))
+    assert inferred["p"] == (4, 4, 3, 3)
+    assert {layer.name: layer.params for layer in layers}["c"] == 4 * 3 * 9 + 4
+    assert notes == ["--input-shape third=1,5,5: MyPairData 'plain' does not say its batch size, so the batch is "
+                     "1; give N,C,H,W to choose it"]
+    inferred, _ = shapes.infer(prototxt.parse(text), "TRAIN", {"data": (2, 3, 8, 8)})
+    assert inferred["p"] == (2, 4, 3, 3)  # N,C,H,W stays accepted as it is

@@ -259,7 +259,8 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
         raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K or --regularize LAYER=P"
                           % (net if not _is_text_or_message(net) else "the net"))
     data.update(input_shapes or {})
-    found, original_layers = inference.infer(original, "TRAIN", data)
+    inferred = []  # what inference chose (a batch, a user's shape over a declared one): once each
+    found, original_layers = inference.infer(original, "TRAIN", data, notes=inferred)
     expanded, notes = plans.apply_plan(original, plan, found, solvers.iter_size(solver_tree))
     suffix = "_" + plan.suffix if plan.suffix else ""
     emitted_solver = None
@@ -272,7 +273,8 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
                                                                                            ".prototxt"))
     elif max_iter is not None or solver_mode is not None:
         raise ConfigError("--max-iter and --solver-mode set the emitted solver; give it with --solver")
-    phases = {"TRAIN": inference.infer(expanded, "TRAIN", data), "TEST": inference.infer(expanded, "TEST", data)}
+    phases = {phase: inference.infer(expanded, phase, data, notes=inferred) for phase in ("TRAIN", "TEST")}
+    notes[:0] = list(dict.fromkeys(inferred))
     shapes = {phase: found for phase, (found, _) in phases.items()}
     if validate:
         notes += validation.prove(original, expanded, emitted_solver, shapes)

@@ -23,6 +23,7 @@ that disagree, ...) raise ConfigError naming the layer, the rule and the shapes 
 Where Caffe would quietly build something meaningless (a 4x4 kernel with stride 2 on a 3x3
 input gets output 1x1 from C++ integer division), we refuse instead.
 """
+import re
 import typing
 
 from .. import params
@@ -586,7 +587,7 @@ def _one_or_each(layer, key, shapes, count):
     return shapes
 
 
-def _data(layer, given):
+def _data(layer, given, notes):
     """Data tops: the declared shapes, with `given` (input_shapes) filling in and overriding the
     batch. A given shape must agree with every dim the layer declares, except the batch."""
     first = given.get(layer.tops[0]) if layer.tops else None
@@ -595,10 +596,9 @@ def _data(layer, given):
     shapes = []
     for top, shape in zip(layer.tops, declared):
         wanted = given.get(top)
-        if wanted is not None and len(wanted) == 3:  # (C, H, W): the batch is the layer's own
+        if wanted is not None and len(wanted) == 3:  # (C, H, W): one image; the batch is the layer's own
             own = batch if batch is not None else (shape[0] if shape else None)
-            if own is not None:
-                wanted = (own,) + wanted
+            wanted = _one_image(layer, top, wanted, own, notes)
         if wanted is None:
             shapes.append(shape if shape is not None and None not in shape else None)
             continue
@@ -608,6 +608,31 @@ def _data(layer, given):
                              "source); give a shape that agrees" % (_text(wanted), top, _text_partial(shape)))
         shapes.append(wanted)
     return shapes
+
+
+def _one_image(layer, top, wanted, batch, notes):
+    """A given (C, H, W) as (N, C, H, W): N is `batch` (the layer's own), else 1, with a note."""
+    if batch is None:
+        batch = 1
+        notes.append("--input-shape %s=%s: %s does not say its batch size, so the batch is 1; give N,C,H,W to "
+                     "choose it" % (top, ",".join(map(str, wanted)), layer.label))
+    return (batch,) + tuple(wanted)
+
+
+def _layer_batch(layer):
+    """The batch size a layer of a type we cannot infer declares: its bottom's first dim, a
+    `batch_size` in one of its *_param messages, or "batch_size" in a Python layer's param_str."""
+    if layer.bottoms and layer.bottoms[0]:
+        return layer.bottoms[0][0]
+    for key, value in layer.tree.fields:
+        if key.endswith("_param") and type(value) is Message:
+            size = value.get("batch_size")
+            if type(size) is int and size >= 1:
+                return size
+            found = re.search(r"""["']?batch_size["']?\s*[:=]\s*(\d+)""", str(value.get("param_str", "")))
+            if found and int(found.group(1)) >= 1:
+                return int(found.group(1))
+    return None
 
 
 def _text_partial(shape):
@@ -628,13 +653,15 @@ def _input_shapes(input_shapes):
 # ---------------------------------------------------------------------------------------------
 # The walk
 
-def infer(net, phase="TRAIN", input_shapes=None, stages=()):
+def infer(net, phase="TRAIN", input_shapes=None, stages=(), notes=None):
     """Shapes of every blob of `net` in `phase`, and what each layer makes of them.
 
     `input_shapes` maps a top name to a shape: for a data layer whose shapes live in its source
     (Data, HDF5Data) or to override its batch, or for a layer of a type we cannot infer. A
-    3-tuple (C, H, W) for a layer with a batch_size gets that batch prepended; a full shape's
-    first dim becomes the layer's batch (its label top follows). `stages` as for phase_net.
+    3-tuple (C, H, W) is one image: it gets the layer's batch prepended (its batch_size, its
+    declared shape's, its bottom's), else batch 1 with a note; a full shape's first dim becomes
+    the layer's batch (its label top follows). `stages` as for phase_net. `notes`, a list, gets
+    one line for each choice the user should know about.
 
     Returns (shapes, layers): shapes maps each blob to a tuple or None (unknown), as it is after
     the last layer that writes it; layers is a list of LayerShapes in net order.
@@ -644,6 +671,7 @@ def infer(net, phase="TRAIN", input_shapes=None, stages=()):
                           "(dropin_caffe.netgen.upgrade.upgrade_net, or Caffe's upgrade_net_proto_text)")
     check_structure(net)
     given = _input_shapes(input_shapes)
+    notes = notes if notes is not None else []
     declared = len(net.get_all("layer"))
     if "input" in net:  # the deprecated net-level inputs, as the Input layer Caffe makes of them
         net = upgrade_net(net)
@@ -666,7 +694,7 @@ def infer(net, phase="TRAIN", input_shapes=None, stages=()):
             if bottom not in shapes:
                 raise layer.fail("bottom '%s' is not the top of an earlier layer in phase %s; check its "
                                  "name and the include/exclude rules" % (bottom, _phase(phase)))
-        tops, params = _apply(layer, given)
+        tops, params = _apply(layer, given, notes)
         shapes.update(zip(layer.tops, tops))
         layers.append(LayerShapes(layer.name, layer.type, list(zip(bottoms, layer.bottoms)),
                                   list(zip(layer.tops, tops)), params))
@@ -681,13 +709,13 @@ def _inferable(tree):
     return kind in RULES and kind not in DATA_TYPES
 
 
-def _apply(layer, given):
+def _apply(layer, given, notes):
     weights = len(layer.tree.get_all("loss_weight"))
     if (weights or (layer.type in LOSSES and len(layer.tops) > 1)) and weights != len(layer.tops):
         raise layer.fail("needs one loss_weight per top (%d), got %d; give e.g. loss_weight: 1 loss_weight: 0"
                          % (len(layer.tops), weights))
     if layer.type in DATA_TYPES:
-        return _data(layer, given), 0
+        return _data(layer, given, notes), 0
     result = None
     if not layer.bottoms and _inferable(layer.tree):
         raise layer.fail('needs a "bottom": it computes its tops from a bottom blob, and has none')
@@ -695,7 +723,10 @@ def _apply(layer, given):
         result = RULES[layer.type](layer)
     if result is None:
         params = 0 if layer.type in PARAMETER_FREE else None
-        return [given.get(top) for top in layer.tops], params
+        tops = [given.get(top) for top in layer.tops]
+        tops = [_one_image(layer, top, shape, _layer_batch(layer), notes) if shape is not None and len(shape) == 3
+                else shape for top, shape in zip(layer.tops, tops)]
+        return tops, params
     tops, params = result
     if len(tops) != len(layer.tops):
         raise layer.fail("has %d tops, Caffe's %s makes %d" % (len(layer.tops), layer.type, len(tops)))
