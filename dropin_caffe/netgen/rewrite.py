@@ -21,8 +21,8 @@ import math
 
 from ..errors import ConfigError
 from .prototxt import Message
-from .vocabulary import ACTIVATION_TYPES, CONV_TYPES, DROPIN_MODULE, in_place as _in_place, is_data, is_loss, \
-    our_layer
+from .vocabulary import ACTIVATION_TYPES, CONV_TYPES, DROPIN_MODULE, FOLLOWER_TYPES, in_place as _in_place, \
+    is_data, is_loss, our_layer
 
 
 def layers(net):
@@ -51,17 +51,38 @@ def find_layer(net, name, option="--replicate"):
 
 
 def unit(net, layer):
-    """The layer and the in-place layers right after it (ReLU, LRN, BatchNorm, Scale, ...)."""
+    """The layer and its followers: the chain right after it of in-place layers, and of layers of
+    FOLLOWER_TYPES (BatchNorm, Scale, ReLU, LRN, ...) that are not in place but are the only reader
+    of the chain's blob. The unit's output is the top of its last member."""
     all_layers = layers(net)
     start = all_layers.index(layer)
     tops = layer.get_all("top")
     members = [layer]
-    if len(tops) == 1:
-        for follower in all_layers[start + 1:]:
-            if not _in_place(follower, tops[0]):
-                break
+    if len(tops) != 1:
+        return members
+    blob = tops[0]
+    for position in range(start + 1, len(all_layers)):
+        follower = all_layers[position]
+        if _in_place(follower, blob):
             members.append(follower)
+        elif str(follower.get("type")) in FOLLOWER_TYPES and follower.get_all("bottom") == [blob] \
+                and len(follower.get_all("top")) == 1 and _readers(all_layers[position:], blob) == 1:
+            members.append(follower)
+            blob = follower.get("top")
+        else:
+            break
     return members
+
+
+def _readers(later_layers, blob):
+    """How many of `later_layers` read `blob` before a layer that is not in place rewrites it."""
+    count = 0
+    for layer in later_layers:
+        if blob in layer.get_all("bottom"):
+            count += 1
+        if blob in layer.get_all("top") and not _in_place(layer, blob):
+            break
+    return count
 
 
 def _fresh(taken, name):
@@ -144,17 +165,43 @@ def _shape_preserving_conv(layer, kernel):
 
 
 def _replica(original, name, bottom, kernel, filler):
-    replica = original.copy()
+    """A fresh copy of `original` named `name` reading `bottom`: (replica, whether its conv geometry
+    changed, the weight filler it was given or None)."""
+    replica = _fresh_copy(original)
     replica.set("name", name)
     replica.set("bottom", bottom)
     replica.set("top", name)
-    for spec in replica.get_all("param"):
-        spec.remove("name")  # a shared-weight name would tie the replica to the original's weights
     weights = replica.get("convolution_param") or replica.get("inner_product_param")
-    if filler is not None and weights is not None:
-        weights.set("weight_filler", filler.copy())
+    given = None
+    if weights is not None and (filler is not None or _dead(weights.get("weight_filler"))):
+        given = filler or Message([["type", "msra" if original.get("type") in CONV_TYPES else "xavier"]])
+        weights.set("weight_filler", given.copy())
     changed = original.get("type") in CONV_TYPES and _shape_preserving_conv(replica, kernel)
-    return replica, changed
+    return replica, changed, given
+
+
+def _fresh_copy(layer):
+    """A copy of `layer` that learns on its own: no shared parameter names (they would tie it to
+    the original's weights), and a BatchNorm that computes its statistics in TRAIN."""
+    copy = layer.copy()
+    for spec in copy.get_all("param"):
+        spec.remove("name")
+    norm = copy.get("batch_norm_param") if copy.get("type") == "BatchNorm" else None
+    if norm is not None and norm.get("use_global_stats") in (True, 1):
+        norm.remove("use_global_stats")  # Caffe's default: batch statistics in TRAIN, global in TEST
+    return copy
+
+
+def _frozen_norm(layer):
+    param = layer.get("batch_norm_param") if layer.get("type") == "BatchNorm" else None
+    return param is not None and param.get("use_global_stats") in (True, 1)
+
+
+def _dead(filler):
+    """A weight filler that makes every weight 0 (none given: Caffe's default constant 0)."""
+    if filler is None:
+        return True
+    return str(filler.get("type", "constant")) == "constant" and not filler.get("value", 0)
 
 
 def _rewire(later_layers, old, new):
@@ -212,37 +259,50 @@ def replicate(net, name, count, dropin=None, p_top=False, activation=None, kerne
     if len(names) != count:
         raise ConfigError("--replicate %s: %d names given for %d replicas" % (name, len(names), count))
     taken = _names(net) | _blobs(net)
-    chain = original.get("top")
+    end = members[-1].get("top")  # the unit's output: what the replicas read and the DropIns join
+    chain, shape = end, shapes.get(original.get("top"))
     inserted = []
     for index, replica_name in enumerate(names, 1):
-        replica, changed = _replica(original, _fresh(taken, replica_name), chain, kernel, filler)
-        if changed and index == 1:
-            notices.append("replicas of %s use stride 1 and \"same\" padding so that they keep the blob's shape"
-                           % name)
-        block = [replica]
-        followers = [follower.copy() for follower in members[1:]]
+        replica, changed, given = _replica(original, _fresh(taken, replica_name), chain, kernel, filler)
+        if index == 1:
+            if changed:
+                notices.append("replicas of %s use stride 1 and \"same\" padding so that they keep the blob's shape"
+                               % name)
+            if given is not None and filler is None:
+                notices.append("replicas of %s get weight_filler %s: %s has none (Caffe's default, constant 0, "
+                               "would make them output 0 and never learn); --replica-std STD gives gaussian "
+                               "weights instead" % (name, given.get("type"), name))
+            frozen = [m.get("name") for m in members if _frozen_norm(m)]
+            if frozen:
+                notices.append("replicas of %s train their BatchNorm statistics: use_global_stats: true of %s is "
+                               "not copied" % (name, ", ".join(frozen)))
+        block, blob = [replica], replica_name
+        followers = [(_fresh_copy(m), _in_place(m, m.get("bottom"))) for m in members[1:]]
         if activation and not any(m.get("type") in ACTIVATION_TYPES for m in members):
-            followers.append(Message([["name", ""], ["type", activation]]))
-        for follower in followers:  # named after the replica and their type: conv3_1_relu, ...
+            followers.append((Message([["name", ""], ["type", activation]]), True))
+        for follower, in_place in followers:  # named after the replica and their type: conv3_1_relu, ...
             base = "%s_%s" % (replica_name, follower.get("type").lower())
             follower.set("name", _fresh(taken, next(
                 n for n in [base] + ["%s%d" % (base, i) for i in range(2, 99)] if n not in taken)))
-            follower.set("bottom", replica_name)
-            follower.set("top", replica_name)
+            follower.set("bottom", blob)
+            if not in_place:
+                blob = follower.get("name")
+            follower.set("top", blob)
+            shapes[blob] = shape
             block.append(follower)
         if dropin is not None:
             join = _fresh(taken, replica_name + "_dropin")
             if p_top:
                 shapes[_fresh(taken, join + "_p")] = (1,)
-            block.append(dropin_layer(join, chain, replica_name, join, dropin, p_top))
+            block.append(dropin_layer(join, chain, blob, join, dropin, p_top))
             chain = join
         else:
-            chain = replica_name
-        shapes[replica_name] = shapes[chain] = shapes.get(original.get("top"))
+            chain = blob
+        shapes[replica_name] = shapes[chain] = shape
         inserted += block
     _insert_after(net, members[-1], inserted)
     all_layers = layers(net)
-    _rewire(all_layers[all_layers.index(inserted[-1]) + 1:], original.get("top"), chain)
+    _rewire(all_layers[all_layers.index(inserted[-1]) + 1:], end, chain)
     return net
 
 

@@ -20,6 +20,11 @@ ACTIVATION_TYPES = {"ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "Power"
 LOSSES = {"SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss", "HingeLoss",
           "InfogainLoss", "MultinomialLogisticLoss"}
 
+# Followers: the layers that belong to the unit of the layer before them when they are its
+# output's only reader, even when not in place (conv -> BatchNorm -> Scale -> ReLU with separate
+# tops, conv -> ReLU -> LRN). One bottom, one top, the shape kept, per unit or per channel.
+FOLLOWER_TYPES = {"BatchNorm", "Scale", "Bias", "ReLU", "PReLU", "ELU", "TanH", "Sigmoid", "LRN", "Dropout"}
+
 CONV_TYPES = {"Convolution", "Deconvolution"}
 # The layers counted as a net's depth ("13 weight layers").
 WEIGHT_TYPES = CONV_TYPES | {"InnerProduct"}
