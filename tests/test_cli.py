@@ -172,6 +172,9 @@ REFUSALS = [
     ("replicate-not-integer", ["{net}", "--replicate", "conv2=two"] + DL, ["--replicate", "LAYER=K", "conv2=two"]),
     ("replicate-no-name", ["{net}", "--replicate", "=2"] + DL, ["--replicate", "LAYER=K", "'=2'"]),
     ("regularize-not-number", ["{net}", "--regularize", "drop1=half"], ["--regularize", "LAYER=P", "drop1=half"]),
+    ("regularize-empty-prev", ["{net}", "--regularize", "drop1=0.5:"], ["--regularize", "LAYER=P:BLOB", "drop1=0.5:"]),
+    ("regularize-prev-unknown", ["{net}", "--regularize", "drop1=0.5:conv9"],
+     ["--regularize drop1=0.5:conv9", "prev must be a blob made before drop1"]),
     ("input-shape-not-integers", ["{net}", "--input-shape", "data=1,a,12"],
      ["--input-shape", "BLOB=C,H,W", "data=1,a,12"]),
     ("input-shape-no-equals", ["{net}", "--input-shape", "data"], ["--input-shape", "BLOB=C,H,W"]),
@@ -658,3 +661,20 @@ def test_caffe_train_runs_the_emitted_net(write, tmp_path, out_dir):
     assert logged == {(i, "conv2_%d_dropin_p" % k): pytest.approx(max(0, i - (k - 1)) / 50.0)
                       for i in range(3) for k in (1, 2)}
     assert os.path.exists(str(tmp_path / "snap" / "tiny_dropin_iter_3.caffemodel"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Nets users bring (issue 8)
+
+def test_regularize_prev_is_named_and_may_be_chosen(tiny, out_dir):
+    """Issue 8.3: a note names prev and its shape every time; --regularize DROP=P:BLOB chooses it."""
+    code, out, err = expand_net(tiny, "--regularize", "drop1=0.5", "-q", "-o", out_dir)
+    assert code == 0, err
+    assert "note: --regularize drop1: prev is 'pool2' (4, 6, 2, 2), the nearest blob before InnerProduct 'ip1' " \
+           "that every path from the net's inputs passes through; resized to (4, 8) by a Resize layer" in err
+    code, out, err = expand_net(tiny, "--regularize", "drop1=0.25:conv1", "-q", "--force", "-o", out_dir)
+    assert code == 0, err
+    assert "note: --regularize drop1: prev is 'conv1' (4, 4, 10, 10), as given; resized to (4, 8)" in err
+    emitted = prototxt.read(os.path.join(out_dir, "tiny_dropin.prototxt"))
+    assert layer(emitted, "drop1_dropin").get_all("bottom") == ["conv1_flat_resized", "ip1"]
+    assert python_config(layer(emitted, "drop1_dropin"))["p_new"] == 0.25

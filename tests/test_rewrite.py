@@ -256,3 +256,60 @@ def test_followers_with_their_own_tops_belong_to_the_unit():
     rewrite.replicate(net, "conv2", 1, dropin={"length": 10}, shapes=shapes.infer(net)[0])
     assert layer(net, "conv2_1").get_all("bottom") == ["conv2"]
     assert layer(net, "relu2").get_all("bottom") == ["conv2_1_dropin"]
+
+
+FIRE = input_layer("data", (2, 3, 8, 8)) + """
+layer { name: "squeeze" type: "Convolution" bottom: "data" top: "squeeze"
+  convolution_param { num_output: 2 kernel_size: 1 weight_filler { type: "xavier" } } }
+layer { name: "squeeze_relu" type: "ReLU" bottom: "squeeze" top: "squeeze" }
+layer { name: "expand1" type: "Convolution" bottom: "squeeze" top: "expand1"
+  convolution_param { num_output: 4 kernel_size: 1 weight_filler { type: "xavier" } } }
+layer { name: "expand3" type: "Convolution" bottom: "squeeze" top: "expand3"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+layer { name: "concat" type: "Concat" bottom: "expand1" bottom: "expand3" top: "concat" }
+layer { name: "drop" type: "Dropout" bottom: "concat" top: "concat" }
+layer { name: "out" type: "Convolution" bottom: "concat" top: "out"
+  convolution_param { num_output: 2 kernel_size: 1 weight_filler { type: "xavier" } } }
+"""
+
+
+def test_regularize_after_a_join_takes_prev_from_where_the_branches_split():
+    """Issue 8.3: after a Concat, prev was the Concat's first input (half the channels prev == new, the
+    other half zeros); prev is the common ancestor of the branches, named in a note."""
+    net, notices = prototxt.parse(FIRE), []
+    rewrite.regularize(net, "drop", 0.5, shapes.infer(net)[0], notices=notices)
+    assert layer(net, "squeeze_resized").get_all("bottom") == ["squeeze"]
+    assert layer(net, "drop_dropin").get_all("bottom") == ["squeeze_resized", "concat"]
+    assert notices == ["--regularize drop: prev is 'squeeze' (2, 2, 8, 8), the nearest blob before Concat 'concat' "
+                       "that every path from the net's inputs passes through; resized to (2, 8, 8, 8) by a "
+                       "Resize layer"]
+    validate.check_net(net, "TRAIN")
+    # Chosen explicitly with P:BLOB.
+    net, notices = prototxt.parse(FIRE), []
+    rewrite.regularize(net, "drop", 0.5, shapes.infer(net)[0], notices=notices, prev="expand3")
+    assert layer(net, "expand3_resized").get_all("bottom") == ["expand3"]
+    assert notices[0].startswith("--regularize drop: prev is 'expand3' (2, 4, 8, 8), as given; resized")
+    with pytest.raises(ConfigError, match="--regularize drop=0.5:nowhere: prev must be a blob made before drop"):
+        rewrite.regularize(prototxt.parse(FIRE), "drop", 0.5, shapes.infer(net)[0], prev="nowhere")
+
+
+def test_common_ancestor_of_chains_and_joins():
+    net = prototxt.parse(FIRE)
+    drop = layer(net, "drop")
+    assert rewrite.common_ancestor(net, "concat", drop) == "squeeze"
+    assert rewrite.common_ancestor(net, "expand3", drop) == "squeeze"
+    assert rewrite.common_ancestor(net, "squeeze", drop) == "data"
+    assert rewrite.common_ancestor(net, "data", drop) is None
+
+
+def test_regularize_with_an_unknown_shape_names_the_blob_to_give():
+    """Issue 8.10: the message names the blob whose shape --input-shape must give."""
+    text = FIRE.replace('bottom: "data" top: "squeeze"', 'bottom: "zoomed" top: "squeeze"').replace(
+        'layer { name: "squeeze"', 'layer { name: "zoom" type: "Interp" bottom: "data" top: "zoomed" }\n'
+                                   'layer { name: "squeeze"', 1)
+    net = prototxt.parse(text)
+    with pytest.raises(ConfigError) as error:
+        rewrite.regularize(net, "drop", 0.5, shapes.infer(net)[0])
+    assert str(error.value) == ("--regularize drop: the shape of prev 'squeeze' is unknown, which follows from "
+                                "'zoomed' (Interp layer 'zoom' makes it: a type shape inference does not know); "
+                                "give it with --input-shape zoomed=C,H,W")

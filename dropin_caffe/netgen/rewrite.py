@@ -1,13 +1,15 @@
 """The net rewrites behind expand_net, on schema-free prototxt trees (`prototxt.Message`).
 
-- `replicate`: insert K copies of a layer (with the in-place layers that follow it: ReLU, LRN,
-  BatchNorm, Scale, Dropout, ...) right after it, each made shape-preserving (input channels =
-  the layer's output channels; stride 1 and "same" padding where the layer changes the spatial
-  size) and joined to the chain by a gradual DropIn: prev = the replica's input, new = its
-  output. Whatever consumed the layer's output consumes the last DropIn's. Without DropIn the
+- `replicate`: insert K copies of a layer (with its followers: the in-place layers after it, and
+  the BatchNorm, Scale, ReLU, LRN, ... that alone read its output) right after that chain, each
+  made shape-preserving (input channels = the layer's output channels; stride 1 and "same"
+  padding where the layer changes the spatial size) and joined by a gradual DropIn: prev = the
+  chain's end, new = the end of the replica's own copy of the chain. Whatever consumed the layer's output consumes the last DropIn's. Without DropIn the
   replicas are simply chained: the plain expanded baseline every experiment needs.
-- `regularize`: replace a Dropout layer by a regularizing DropIn whose prev is the input of the
-  weight layer before it, flattened and resized (Resize layer) when the shapes differ.
+- `regularize`: replace a Dropout layer by a regularizing DropIn whose prev is the nearest blob
+  upstream of the Dropout's input through which every path from the net's inputs passes (the
+  input of the weight layer before it; after a Concat, the blob its branches split from), or a
+  blob the user names; flattened and resized (Resize layer) when the shapes differ.
 - `stagger`: replica i (in net order) starts entering at iteration i * S, our choice after the
   paper's future work of DropIn layers entering at different iterations.
 
@@ -321,44 +323,108 @@ def _producer(net, blob, before):
     return None
 
 
-def regularize(net, name, p_new, shapes, iter_size=1, p_top=False, notices=None):
-    """Replace Dropout layer `name` by a regularizing DropIn with probability `p_new` of `new`."""
+def common_ancestor(net, blob, before):
+    """The nearest blob upstream of `blob` (as layer `before` reads it) through which every path
+    from the net's inputs passes: its immediate dominator in the graph of blobs, in-place layers
+    being aliases. For a chain it is the input of the layer that makes `blob`; after a Concat or
+    Eltwise, the blob the branches split from. None when only the inputs themselves qualify."""
+    dominators, order, current = {}, {}, {}  # node (blob, version) -> nodes every path passes through
+    for layer in layers(net)[:layers(net).index(before)]:
+        bottoms = [current.get(b) for b in layer.get_all("bottom")]
+        for top in layer.get_all("top"):
+            if _in_place(layer, top):
+                continue
+            node = (top, order.setdefault(top, 0) + 1)
+            order[top] = node[1]
+            if bottoms and None not in bottoms:
+                shared = set.intersection(*(dominators[b] for b in bottoms))
+            else:
+                shared = set()  # an input (or a blob from nowhere): only the inputs come before it
+            dominators[node] = shared | {node}
+            current[top] = node
+    node = current.get(blob)
+    if node is None:
+        return None
+    ancestors = dominators[node] - {node}
+    ranked = sorted(ancestors, key=lambda n: len(dominators[n]))  # the nearest has the most dominators
+    if not ranked:
+        return None
+    nearest = ranked[-1]
+    return nearest[0] if current.get(nearest[0]) == nearest else None
+
+
+def _unknown_origin(net, blob, before, shapes):
+    """(blob, layer) where the unknown shape of `blob` starts: the first unknown blob upstream
+    whose maker's inputs are all known (a data layer, or a type shape inference does not know)."""
+    while True:
+        maker = _producer(net, blob, before)
+        unknown = [b for b in (maker.get_all("bottom") if maker is not None else []) if shapes.get(b) is None]
+        if maker is None or not unknown:
+            return blob, maker
+        blob, before = unknown[0], maker
+
+
+def _require(net, name, blob, before, shapes, role):
+    if shapes.get(blob) is not None:
+        return tuple(shapes[blob])
+    origin, maker = _unknown_origin(net, blob, before, shapes)
+    why = "" if maker is None else " (%s layer '%s' makes it: %s)" % (
+        maker.get("type"), maker.get("name"),
+        "a data layer reading its source" if is_data(maker) else "a type shape inference does not know")
+    follows = "" if origin == blob else ", which follows from '%s'" % origin
+    raise ConfigError("--regularize %s: the shape of %s '%s' is unknown%s%s; give it with --input-shape %s=C,H,W"
+                      % (name, role, blob, follows, why, origin))
+
+
+def regularize(net, name, p_new, shapes, iter_size=1, p_top=False, notices=None, prev=None):
+    """Replace Dropout layer `name` by a regularizing DropIn with probability `p_new` of `new`.
+
+    new is the Dropout's input; prev is the blob `prev` when given, else `common_ancestor` of new
+    (the input of the layer that makes it, or what a Concat's branches split from), flattened and
+    resized (Resize) to new's shape where they differ. A note names prev and its shape."""
     if not (isinstance(p_new, (int, float)) and 0 < p_new <= 1):
         raise ConfigError("--regularize %s=%s: P, the probability a unit comes from new, must lie in (0, 1]"
                           % (name, p_new))
+    notices = notices if notices is not None else []
     dropout = find_layer(net, name, "--regularize")
     if dropout.get("type") != "Dropout":
         raise ConfigError("--regularize %s: needs a Dropout layer, %s is a %s layer" % (name, name, dropout.get("type")))
     new = dropout.get("bottom")
-    weight_layer = _producer(net, new, dropout)
-    if weight_layer is None or not weight_layer.get_all("bottom"):
-        raise ConfigError("--regularize %s: no layer before it computes %r from an input, so DropIn has no "
-                          "prev to take units from" % (name, new))
-    prev = weight_layer.get("bottom")
-    prev_shape, new_shape = shapes.get(prev), shapes.get(new)
-    if prev_shape is None or new_shape is None:
-        raise ConfigError("--regularize %s: the shape of %r or %r is unknown (a layer type shape inference does "
-                          "not know, or a data layer without a shape); give it with --input-shape" % (name, prev, new))
+    maker = _producer(net, new, dropout)
+    if prev is not None:
+        if prev == new or _producer(net, prev, dropout) is None:
+            raise ConfigError("--regularize %s=%s:%s: prev must be a blob made before %s other than its input %r; "
+                              "choose one of the blobs listed by the summary" % (name, p_new, prev, name, new))
+        why = "as given"
+    else:
+        if maker is None or not maker.get_all("bottom") or common_ancestor(net, new, dropout) is None:
+            raise ConfigError("--regularize %s: no layer before it computes %r from an input, so DropIn has no "
+                              "prev to take units from" % (name, new))
+        prev = common_ancestor(net, new, dropout)
+        why = "the nearest blob before %s '%s' that every path from the net's inputs passes through" % (
+            maker.get("type"), maker.get("name"))
+    prev_shape = _require(net, name, prev, dropout, shapes, "prev")
+    new_shape = _require(net, name, new, dropout, shapes, "new")
+    note = "--regularize %s: prev is '%s' %s, %s" % (name, prev, prev_shape, why)
     taken = _names(net) | _blobs(net)
-    block, shape = [], tuple(prev_shape)
+    block, shape, source = [], prev_shape, prev
     if len(shape) != len(new_shape):
         if len(new_shape) != 2:
             raise ConfigError("--regularize %s: cannot match prev %r %s to new %r %s" % (name, prev, prev_shape, new, new_shape))
         flat = _fresh(taken, "%s_flat" % prev)
         block.append(Message([["name", flat], ["type", "Flatten"], ["bottom", prev], ["top", flat]]))
-        prev, shape = flat, (shape[0], int(math.prod(shape[1:])))
+        source, shape = flat, (shape[0], int(math.prod(shape[1:])))
         shapes[flat] = shape
     if shape != tuple(new_shape):
-        resized = _fresh(taken, "%s_resized" % prev)
-        block.append(resize_layer(resized, prev, resized, new_shape))
-        if notices is not None:
-            notices.append("--regularize %s: prev %s %s is resized to %s by a Resize layer" % (
-                name, weight_layer.get("bottom"), tuple(prev_shape), tuple(new_shape)))
-        prev = resized
+        resized = _fresh(taken, "%s_resized" % source)
+        block.append(resize_layer(resized, source, resized, new_shape))
+        note += "; resized to %s by a Resize layer" % (tuple(new_shape),)
+        source = resized
         shapes[resized] = tuple(new_shape)
+    notices.append(note)
     join = _fresh(taken, name + "_dropin")
     top = join if dropout.get("top") == new else dropout.get("top")  # an in-place Dropout's blob was `new`
-    block.append(dropin_layer(join, prev, new, top,
+    block.append(dropin_layer(join, source, new, top,
                               {"mode": "regularize", "p_new": p_new, "iter_size": iter_size}, p_top))
     shapes[top] = tuple(new_shape)
     if p_top:
