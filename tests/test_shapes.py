@@ -430,3 +430,14 @@ def test_channels_height_width_is_one_image_for_python_and_fork_data_layers():
                      "1; give N,C,H,W to choose it"]
     inferred, _ = shapes.infer(prototxt.parse(text), "TRAIN", {"data": (2, 3, 8, 8)})
     assert inferred["p"] == (2, 4, 3, 3)  # N,C,H,W stays accepted as it is
+
+
+def test_unknown_in_place_layer_keeps_its_blobs_shape():
+    """Issue 8.9: an in-place layer cannot change its blob's shape, whatever its type."""
+    text = input_layer("data", (2, 3, 8, 8)) + conv("c", "data", "num_output: 4 kernel_size: 3")
+    text += 'layer { name: "act" type: "MyForkActivation" bottom: "c" top: "c" }\n'
+    text += 'layer { name: "py" type: "Python" bottom: "c" top: "c" python_param { module: "x" layer: "Y" } }\n'
+    text += pool("p", "c", "kernel_size: 2 stride: 2")
+    _, inferred, layers = infer_text(text)
+    assert (inferred["c"], inferred["p"]) == ((2, 4, 6, 6), (2, 4, 3, 3))
+    assert [layers[name].params for name in ("act", "py")] == [None, None]  # what they learn stays unknown

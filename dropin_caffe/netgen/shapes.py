@@ -16,7 +16,8 @@ Each layer also gets its number of parameter values (what Caffe stores for it: w
 biases, BatchNorm's 2C + 1 statistics, DropIn's 2-value iteration counter).
 
 Nothing is guessed. A layer type without a rule in `RULES` (or a Python layer other than our
-DropIn and Resize) leaves its tops unknown (None), and so does every layer downstream of an unknown blob;
+DropIn and Resize) leaves its tops unknown (None), unless it works in place (a blob it reads and
+writes keeps its shape), and so does every layer downstream of an unknown blob;
 `require` turns an unknown shape that a rewrite needs into a message saying how to give it.
 Shapes Caffe could not build (a kernel larger than its padded input, Eltwise or Concat inputs
 that disagree, ...) raise ConfigError naming the layer, the rule and the shapes received.
@@ -723,6 +724,8 @@ def _apply(layer, given, notes):
         result = RULES[layer.type](layer)
     if result is None:
         params = 0 if layer.type in PARAMETER_FREE else None
+        if len(layer.tops) == 1 and layer.tree.get_all("bottom") == layer.tops and layer.bottoms[0] is not None:
+            return [layer.bottoms[0]], params  # in place: whatever it computes, the blob keeps its shape
         tops = [given.get(top) for top in layer.tops]
         tops = [_one_image(layer, top, shape, _layer_batch(layer), notes) if shape is not None and len(shape) == 3
                 else shape for top, shape in zip(layer.tops, tops)]
