@@ -678,3 +678,31 @@ def test_regularize_prev_is_named_and_may_be_chosen(tiny, out_dir):
     emitted = prototxt.read(os.path.join(out_dir, "tiny_dropin.prototxt"))
     assert layer(emitted, "drop1_dropin").get_all("bottom") == ["conv1_flat_resized", "ip1"]
     assert python_config(layer(emitted, "drop1_dropin"))["p_new"] == 0.25
+
+
+# A pose-style deploy net: its input is a 1x1 placeholder the application resizes before use.
+PLACEHOLDER = """\
+    name: "pose"
+    layer { name: "image" type: "Input" top: "image" input_param { shape { dim: 1 dim: 3 dim: 1 dim: 1 } } }
+    layer { name: "conv1" type: "Convolution" bottom: "image" top: "conv1"
+      convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+    layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+    layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+    layer { name: "stage1" type: "Convolution" bottom: "pool1" top: "stage1"
+      convolution_param { num_output: 5 kernel_size: 3 pad: 1 } }
+"""
+
+
+@pytest.mark.parametrize("given", ["1,3,16,16", "3,16,16"])
+def test_input_shape_wins_over_a_declared_placeholder(given, write, out_dir):
+    """Issue 8.7: a deploy net's declared input is a placeholder; --input-shape replaces it, with a note,
+    and the expanded net is built in Caffe at that shape (the emitted Input keeps its own)."""
+    net = write("pose.prototxt", PLACEHOLDER)
+    code, out, err = expand_net(net, "--input-shape", "image=" + given, "--replicate", "conv1=1", *DL, "-o", out_dir)
+    assert code == 0, err
+    assert "note: --input-shape image=1,3,16,16 replaces the shape (1, 3, 1, 1) that Input 'image' declares" in err
+    assert re.search(r"^ stage1 +Convolution +1x5x8x8\b", out, re.M), out
+    assert "not built" not in err and "shape inference only" not in err
+    emitted = prototxt.read(os.path.join(out_dir, "pose_dropin.prototxt"))
+    assert layer(emitted, "image").get("input_param").get("shape").get_all("dim") == [1, 3, 1, 1]
+    refused([net, "--replicate", "conv1=1"] + DL, out_dir, "kernel 2 is larger than the padded input 1")

@@ -590,7 +590,8 @@ def _one_or_each(layer, key, shapes, count):
 
 def _data(layer, given, notes):
     """Data tops: the declared shapes, with `given` (input_shapes) filling in and overriding the
-    batch. A given shape must agree with every dim the layer declares, except the batch."""
+    batch. A given shape must agree with every dim the layer declares, except the batch; an Input
+    layer's declared shape (often a placeholder the application resizes) gives way, with a note."""
     first = given.get(layer.tops[0]) if layer.tops else None
     override = first[0] if first is not None and len(first) != 3 else None
     batch, declared = _declared_data(layer, override)
@@ -603,8 +604,12 @@ def _data(layer, given, notes):
         if wanted is None:
             shapes.append(shape if shape is not None and None not in shape else None)
             continue
-        if shape is not None and (len(shape) != len(wanted) or
-                                  any(d is not None and d != w for d, w in zip(shape[1:], wanted[1:]))):
+        disagrees = shape is not None and (len(shape) != len(wanted) or
+                                           any(d is not None and d != w for d, w in zip(shape[1:], wanted[1:])))
+        if disagrees and layer.type == "Input":  # a declared input is often a placeholder the application resizes
+            notes.append("--input-shape %s=%s replaces the shape %s that %s declares" % (
+                top, ",".join(map(str, wanted)), _text(shape), layer.label))
+        elif disagrees:
             raise layer.fail("input shape %s for top '%s' disagrees with the layer's own %s (? = read from the "
                              "source); give a shape that agrees" % (_text(wanted), top, _text_partial(shape)))
         shapes.append(wanted)
