@@ -706,3 +706,17 @@ def test_input_shape_wins_over_a_declared_placeholder(given, write, out_dir):
     emitted = prototxt.read(os.path.join(out_dir, "pose_dropin.prototxt"))
     assert layer(emitted, "image").get("input_param").get("shape").get_all("dim") == [1, 3, 1, 1]
     refused([net, "--replicate", "conv1=1"] + DL, out_dir, "kernel 2 is larger than the padded input 1")
+
+
+def test_forks_ceil_mode_is_inferred_and_validated(write, out_dir):
+    """Issue 8.2: `ceil_mode: false` floors (7 -> 3, not 4), the emitted net keeps the fork's field, and
+    validation still builds it in this Caffe (translated to round_mode)."""
+    text = PLACEHOLDER.replace("dim: 1 dim: 1 }", "dim: 13 dim: 13 }").replace(
+        "kernel_size: 2 stride: 2 }", "kernel_size: 2 stride: 2 ceil_mode: false }")
+    net = write("floor.prototxt", text)
+    code, out, err = expand_net(net, "--replicate", "stage1=1", *DL, "-o", out_dir)
+    assert code == 0, err
+    assert re.search(r"^ pool1 +Pooling +1x4x6x6\b", out, re.M), out  # 13x13: floor(11/2)+1 = 6, ceil 7
+    assert "not built" not in err and "shape inference only" not in err
+    emitted = prototxt.read(os.path.join(out_dir, "floor_dropin.prototxt"))
+    assert layer(emitted, "pool1").get("pooling_param").get("ceil_mode") is False

@@ -441,3 +441,22 @@ def test_unknown_in_place_layer_keeps_its_blobs_shape():
     _, inferred, layers = infer_text(text)
     assert (inferred["c"], inferred["p"]) == ((2, 4, 6, 6), (2, 4, 3, 3))
     assert [layers[name].params for name in ("act", "py")] == [None, None]  # what they learn stays unknown
+
+
+def test_forks_ceil_mode_and_unknown_fields():
+    """Issue 8.2: Pooling's ceil_mode (a field of several forks) rounds as it says, and Caffe agrees once
+    it is translated to round_mode; any other unknown field makes the shapes from there on unknown."""
+    text = input_layer("data", (1, 2, 7, 7)) + pool("floor", "data", "kernel_size: 2 stride: 2 ceil_mode: false")
+    text += pool("ceil", "data", "kernel_size: 2 stride: 2 ceil_mode: true")
+    net, inferred, _ = infer_text(text)
+    assert (inferred["floor"], inferred["ceil"]) == ((1, 2, 3, 3), (1, 2, 4, 4))
+    caffe_net = validate.load_net(validate.for_caffe(net), "TRAIN")
+    assert (caffe_net.blobs["floor"].data.shape, caffe_net.blobs["ceil"].data.shape) == ((1, 2, 3, 3), (1, 2, 4, 4))
+    text = input_layer("data", (1, 2, 7, 7)) + pool("p", "data", "kernel_size: 2 stride: 2 pad_mode: VALID")
+    text += conv("c", "p", "num_output: 3 kernel_size: 1")
+    text += 'layer { name: "relu" type: "ReLU" bottom: "c" top: "c" relu_param { fork_slope: 1 } }\n'
+    notes = []
+    inferred, layers = shapes.infer(prototxt.parse(text), notes=notes)
+    assert (inferred["p"], inferred["c"]) == (None, None)
+    assert notes == ["Pooling 'p' has field pooling_param.pad_mode, which this Caffe does not know (a fork's?): its "
+                     "output and the shapes that follow from it are unknown (?)"]

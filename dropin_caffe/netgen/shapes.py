@@ -6,8 +6,9 @@ layer sources, checked against `caffe.Net` in the tests):
 
 - Convolution: out = (in + 2 pad - (dilation (kernel - 1) + 1)) // stride + 1 per spatial axis;
   Deconvolution: out = stride (in - 1) + dilation (kernel - 1) + 1 - 2 pad.
-- Pooling: out = ceil((in + 2 pad - kernel) / stride) + 1 (floor with `round_mode: FLOOR`), one
-  less when pad > 0 and the last window would start at or beyond in + pad; global pooling 1x1.
+- Pooling: out = ceil((in + 2 pad - kernel) / stride) + 1 (floor with `round_mode: FLOOR`, or
+  the forks' `ceil_mode: false`), one less when pad > 0 and the last window would start at or
+  beyond in + pad; global pooling 1x1.
 - Data layers: Input and DummyData declare their shapes; MemoryData, WindowData and ImageData
   (with a crop or new_height/new_width) imply them; Data and HDF5Data read them from a database,
   so their data tops are unknown unless given in `input_shapes` (labels are (batch,)).
@@ -17,7 +18,8 @@ biases, BatchNorm's 2C + 1 statistics, DropIn's 2-value iteration counter).
 
 Nothing is guessed. A layer type without a rule in `RULES` (or a Python layer other than our
 DropIn and Resize) leaves its tops unknown (None), unless it works in place (a blob it reads and
-writes keeps its shape), and so does every layer downstream of an unknown blob;
+writes keeps its shape), and so does every layer downstream of an unknown blob. So does a field
+Caffe 1.0 does not know (a fork's, other than Pooling's ceil_mode), with a note naming it.
 `require` turns an unknown shape that a rewrite needs into a message saying how to give it.
 Shapes Caffe could not build (a kernel larger than its padded input, Eltwise or Concat inputs
 that disagree, ...) raise ConfigError naming the layer, the rule and the shapes received.
@@ -32,7 +34,7 @@ from ..errors import ConfigError
 from .prototxt import Message
 from .upgrade import upgrade_net
 from .vocabulary import DATA_TYPES, ELEMENTWISE, LOSSES, SOURCE_PARAMS, check_structure, our_layer, \
-    phase as _phase
+    phase as _phase, unknown_fields
 
 class LayerShapes(typing.NamedTuple):
     """One layer as inference saw it: `bottoms` and `tops` are lists of (blob name, shape), a
@@ -249,7 +251,10 @@ def _pooling(layer):
     kernel = _single_or_pair(layer, param, "kernel_size", None)
     pad = _single_or_pair(layer, param, "pad", 0)
     stride = _single_or_pair(layer, param, "stride", 1)
-    ceil = str(param.get("round_mode", "CEIL")) == "CEIL"
+    if "round_mode" in param or "ceil_mode" not in param:
+        ceil = str(param.get("round_mode", "CEIL")) == "CEIL"
+    else:  # the forks' field for the same choice (Caffe 1.0 has round_mode)
+        ceil = layer.flag(param, "ceil_mode", True)
     spatial = []
     for i in range(2):
         size = shape[2 + i]
@@ -725,12 +730,18 @@ def _apply(layer, given, notes):
     result = None
     if not layer.bottoms and _inferable(layer.tree):
         raise layer.fail('needs a "bottom": it computes its tops from a bottom blob, and has none')
-    if all(shape is not None for shape in layer.bottoms) and _inferable(layer.tree):
+    known = all(shape is not None for shape in layer.bottoms)
+    unknown = unknown_fields(layer.tree) if known and _inferable(layer.tree) else []
+    if known and _inferable(layer.tree) and not unknown:
         result = RULES[layer.type](layer)
     if result is None:
         params = 0 if layer.type in PARAMETER_FREE else None
         if len(layer.tops) == 1 and layer.tree.get_all("bottom") == layer.tops and layer.bottoms[0] is not None:
             return [layer.bottoms[0]], params  # in place: whatever it computes, the blob keeps its shape
+        if unknown:
+            notes.append("%s has field %s, which this Caffe does not know (a fork's?): its output and the shapes "
+                         "that follow from it are unknown (?)" % (layer.label, ", ".join(unknown)))
+            return [None] * len(layer.tops), None
         tops = [given.get(top) for top in layer.tops]
         tops = [_one_image(layer, top, shape, _layer_batch(layer), notes) if shape is not None and len(shape) == 3
                 else shape for top, shape in zip(layer.tops, tops)]
