@@ -700,7 +700,8 @@ def test_input_shape_wins_over_a_declared_placeholder(given, write, out_dir):
     net = write("pose.prototxt", PLACEHOLDER)
     code, out, err = expand_net(net, "--input-shape", "image=" + given, "--replicate", "conv1=1", *DL, "-o", out_dir)
     assert code == 0, err
-    assert "note: --input-shape image=1,3,16,16 replaces the shape (1, 3, 1, 1) that Input 'image' declares" in err
+    assert "note: --input-shape image=1,3,16,16 replaces the shape (1, 3, 1, 1) that Input 'image' declares (in " \
+           "the summary and the validation; the emitted net keeps its declaration)" in err
     assert re.search(r"^ stage1 +Convolution +1x5x8x8\b", out, re.M), out
     assert "not built" not in err and "shape inference only" not in err
     emitted = prototxt.read(os.path.join(out_dir, "pose_dropin.prototxt"))

@@ -57,7 +57,9 @@ def parser():
     rewrite.add_argument("--depth", type=int, metavar="N", help="lenet-deep: how many conv layers to add")
     rewrite.add_argument("--input-shape", action="append", default=[], metavar="BLOB=C,H,W",
                          type=assignment(shape, "BLOB=C,H,W (or N,C,H,W) with integers"),
-                         help="shape of a data layer's top whose shape lives in its database")
+                         help="shape of a data layer's top (C,H,W: one image, the batch is the layer's own, "
+                              "else 1) whose shape lives in its database, of a Python or fork data layer's, or "
+                              "of an unknown layer's; it replaces an Input layer's declared shape")
     out = parser.add_argument_group("solver and output")
     out.add_argument("--solver", metavar="SOLVER", help="the original solver prototxt; emits the matching one")
     out.add_argument("--max-iter", type=int, help="the emitted solver's max_iter")

@@ -612,7 +612,8 @@ def _data(layer, given, notes):
         disagrees = shape is not None and (len(shape) != len(wanted) or
                                            any(d is not None and d != w for d, w in zip(shape[1:], wanted[1:])))
         if disagrees and layer.type == "Input":  # a declared input is often a placeholder the application resizes
-            notes.append("--input-shape %s=%s replaces the shape %s that %s declares" % (
+            notes.append("--input-shape %s=%s replaces the shape %s that %s declares (in the summary and the "
+                         "validation; the emitted net keeps its declaration)" % (
                 top, ",".join(map(str, wanted)), _text(shape), layer.label))
         elif disagrees:
             raise layer.fail("input shape %s for top '%s' disagrees with the layer's own %s (? = read from the "
