@@ -4,8 +4,10 @@
   the BatchNorm, Scale, ReLU, LRN, ... that alone read its output) right after that chain, each
   made shape-preserving (input channels = the layer's output channels; stride 1 and "same"
   padding where the layer changes the spatial size) and joined by a gradual DropIn: prev = the
-  chain's end, new = the end of the replica's own copy of the chain. Whatever consumed the layer's output consumes the last DropIn's. Without DropIn the
-  replicas are simply chained: the plain expanded baseline every experiment needs.
+  chain's end, new = the end of the replica's own copy of the chain. Whatever consumed the
+  chain's output consumes the last DropIn's. Without DropIn the replicas are simply chained: the
+  plain expanded baseline every experiment needs. Replicas of a layer without a weight filler get
+  msra (conv) or xavier (fc), and copied BatchNorm layers compute their statistics in TRAIN.
 - `regularize`: replace a Dropout layer by a regularizing DropIn whose prev is the nearest blob
   upstream of the Dropout's input through which every path from the net's inputs passes (the
   input of the weight layer before it; after a Concat, the blob its branches split from), or a
@@ -188,9 +190,8 @@ def _fresh_copy(layer):
     copy = layer.copy()
     for spec in copy.get_all("param"):
         spec.remove("name")
-    norm = copy.get("batch_norm_param") if copy.get("type") == "BatchNorm" else None
-    if norm is not None and norm.get("use_global_stats") in (True, 1):
-        norm.remove("use_global_stats")  # Caffe's default: batch statistics in TRAIN, global in TEST
+    if _frozen_norm(copy):
+        copy.get("batch_norm_param").remove("use_global_stats")  # Caffe's default: batch stats in TRAIN
     return copy
 
 
