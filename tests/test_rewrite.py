@@ -313,3 +313,15 @@ def test_regularize_with_an_unknown_shape_names_the_blob_to_give():
     assert str(error.value) == ("--regularize drop: the shape of prev 'squeeze' is unknown, which follows from "
                                 "'zoomed' (Interp layer 'zoom' makes it: a type shape inference does not know); "
                                 "give it with --input-shape zoomed=C,H,W")
+
+
+def test_replicate_with_an_unknown_shape_names_the_blob_to_give():
+    """Issue 8.10, for --replicate too: where an unknown shape starts is the blob --input-shape must give."""
+    text = FIRE.replace('bottom: "data" top: "squeeze"', 'bottom: "zoomed" top: "squeeze"').replace(
+        'layer { name: "squeeze"', 'layer { name: "zoom" type: "Interp" bottom: "data" top: "zoomed" }\n'
+                                   'layer { name: "squeeze"', 1)
+    net = prototxt.parse(text)
+    with pytest.raises(ConfigError, match="--replicate squeeze_relu: whether a ReLU layer keeps the shape depends on "
+                                          "its input 'squeeze', whose shape is unknown; give it with --input-shape "
+                                          "zoomed=C,H,W"):
+        rewrite.replicate(net, "squeeze_relu", 1, dropin={"length": 5}, shapes=shapes.infer(net)[0])

@@ -218,7 +218,7 @@ def _rewire(later_layers, old, new):
             return  # `old` is rewritten from here on: later readers mean that one
 
 
-def check_replicable(layer, shapes=None):
+def check_replicable(layer, shapes=None, net=None):
     kind = layer.get("type")
     name = layer.get("name")
     if is_data(layer):
@@ -234,8 +234,9 @@ def check_replicable(layer, shapes=None):
         bottom, top = layer.get("bottom"), layer.get("top")
         got = (shapes or {}).get(bottom), (shapes or {}).get(top)
         if None in got:
-            raise ConfigError("--replicate %s: whether a %s layer keeps the shape depends on its input, whose "
-                              "shape is unknown; give it with --input-shape" % (name, kind))
+            origin = _unknown_origin(net, bottom, layer, shapes or {})[0] if net is not None else bottom
+            raise ConfigError("--replicate %s: whether a %s layer keeps the shape depends on its input '%s', whose "
+                              "shape is unknown; give it with --input-shape %s=C,H,W" % (name, kind, bottom, origin))
         if got[0] != got[1]:
             raise ConfigError("--replicate %s: a %s layer maps %s to %s, so a replica of it cannot take its "
                               "own output; replicate a Convolution or InnerProduct instead" % (name, kind, *got))
@@ -256,7 +257,7 @@ def replicate(net, name, count, dropin=None, p_top=False, activation=None, kerne
         raise ConfigError("--replicate %s=%s: the number of replicas must be an integer >= 1" % (name, count))
     notices = notices if notices is not None else []
     original = find_layer(net, name)
-    check_replicable(original, shapes)
+    check_replicable(original, shapes, net)
     members = unit(net, original)
     names = names or ["%s_%d" % (name, i) for i in range(1, count + 1)]
     if len(names) != count:
