@@ -38,9 +38,12 @@ def dummy_layer(layer, shapes):
     tops = [str(top) for top in layer.get_all("top")]
     unknown = [top for top in tops if shapes.get(top) is None]
     if unknown:
-        raise ConfigError("%s '%s': its source is not here, so Caffe cannot read the shape of %s; give it with "
-                          "--input-shape %s=C,H,W (or N,C,H,W)"
-                          % (layer.get("type"), layer.get("name"), ", ".join(map(repr, unknown)), unknown[0]))
+        why = "its source is not here, so Caffe cannot read the shape of"
+        if str(layer.get("type")) == "Python":
+            why = "its module %r is not importable here, so Caffe cannot make" % str(
+                (layer.get("python_param") or Message()).get("module", ""))
+        raise ConfigError("%s '%s': %s %s; give it with --input-shape %s=C,H,W (or N,C,H,W)"
+                          % (layer.get("type"), layer.get("name"), why, ", ".join(map(repr, unknown)), unknown[0]))
     param = Message()
     for i in range(len(tops)):
         filler = [["type", "gaussian"], ["std", 1.0]] if i == 0 else [["type", "constant"], ["value", 0.0]]
@@ -77,7 +80,17 @@ def _stand_in_needed(layer, shapes):
             len(d) != len(i) or d[1:] != i[1:] for d, i in zip(declared, inferred)))
     if kind == "DummyData" or layer.get_all("bottom") or not tops:
         return False
+    if kind == "Python" and not _importable(str((layer.get("python_param") or Message()).get("module", ""))):
+        return True  # Caffe cannot run it: a DummyData must stand in, so its shapes are needed
     return None not in [shapes.get(top) for top in tops]
+
+
+def _importable(module):
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def for_caffe(net):
