@@ -172,6 +172,9 @@ REFUSALS = [
     ("replicate-not-integer", ["{net}", "--replicate", "conv2=two"] + DL, ["--replicate", "LAYER=K", "conv2=two"]),
     ("replicate-no-name", ["{net}", "--replicate", "=2"] + DL, ["--replicate", "LAYER=K", "'=2'"]),
     ("regularize-not-number", ["{net}", "--regularize", "drop1=half"], ["--regularize", "LAYER=P", "drop1=half"]),
+    ("regularize-empty-prev", ["{net}", "--regularize", "drop1=0.5:"], ["--regularize", "LAYER=P:BLOB", "drop1=0.5:"]),
+    ("regularize-prev-unknown", ["{net}", "--regularize", "drop1=0.5:conv9"],
+     ["--regularize drop1=0.5:conv9", "prev must be a blob made before drop1"]),
     ("input-shape-not-integers", ["{net}", "--input-shape", "data=1,a,12"],
      ["--input-shape", "BLOB=C,H,W", "data=1,a,12"]),
     ("input-shape-no-equals", ["{net}", "--input-shape", "data"], ["--input-shape", "BLOB=C,H,W"]),
@@ -692,3 +695,63 @@ def test_caffe_train_runs_the_emitted_net(write, tmp_path, out_dir):
     assert logged == {(i, "conv2_%d_dropin_p" % k): pytest.approx(max(0, i - (k - 1)) / 50.0)
                       for i in range(3) for k in (1, 2)}
     assert os.path.exists(str(tmp_path / "snap" / "tiny_dropin_iter_3.caffemodel"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Nets users bring (issue 8)
+
+def test_regularize_prev_is_named_and_may_be_chosen(tiny, out_dir):
+    """Issue 8.3: a note names prev and its shape every time; --regularize DROP=P:BLOB chooses it."""
+    code, out, err = expand_net(tiny, "--regularize", "drop1=0.5", "-q", "-o", out_dir)
+    assert code == 0, err
+    assert "note: --regularize drop1: prev is 'pool2' (4, 6, 2, 2), the nearest blob before InnerProduct 'ip1' " \
+           "that every path from the net's inputs passes through; resized to (4, 8) by a Resize layer" in err
+    code, out, err = expand_net(tiny, "--regularize", "drop1=0.25:conv1", "-q", "--force", "-o", out_dir)
+    assert code == 0, err
+    assert "note: --regularize drop1: prev is 'conv1' (4, 4, 10, 10), as given; resized to (4, 8)" in err
+    emitted = prototxt.read(os.path.join(out_dir, "tiny_dropin.prototxt"))
+    assert layer(emitted, "drop1_dropin").get_all("bottom") == ["conv1_flat_resized", "ip1"]
+    assert python_config(layer(emitted, "drop1_dropin"))["p_new"] == 0.25
+
+
+# A pose-style deploy net: its input is a 1x1 placeholder the application resizes before use.
+PLACEHOLDER = """\
+    name: "pose"
+    layer { name: "image" type: "Input" top: "image" input_param { shape { dim: 1 dim: 3 dim: 1 dim: 1 } } }
+    layer { name: "conv1" type: "Convolution" bottom: "image" top: "conv1"
+      convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+    layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+    layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+    layer { name: "stage1" type: "Convolution" bottom: "pool1" top: "stage1"
+      convolution_param { num_output: 5 kernel_size: 3 pad: 1 } }
+"""
+
+
+@pytest.mark.parametrize("given", ["1,3,16,16", "3,16,16"])
+def test_input_shape_wins_over_a_declared_placeholder(given, write, out_dir):
+    """Issue 8.7: a deploy net's declared input is a placeholder; --input-shape replaces it, with a note,
+    and the expanded net is built in Caffe at that shape (the emitted Input keeps its own)."""
+    net = write("pose.prototxt", PLACEHOLDER)
+    code, out, err = expand_net(net, "--input-shape", "image=" + given, "--replicate", "conv1=1", *DL, "-o", out_dir)
+    assert code == 0, err
+    assert "note: --input-shape image=1,3,16,16 replaces the shape (1, 3, 1, 1) that Input 'image' declares (in " \
+           "the summary and the validation; the emitted net keeps its declaration)" in err
+    assert re.search(r"^ stage1 +Convolution +1x5x8x8\b", out, re.M), out
+    assert "not built" not in err and "shape inference only" not in err
+    emitted = prototxt.read(os.path.join(out_dir, "pose_dropin.prototxt"))
+    assert layer(emitted, "image").get("input_param").get("shape").get_all("dim") == [1, 3, 1, 1]
+    refused([net, "--replicate", "conv1=1"] + DL, out_dir, "kernel 2 is larger than the padded input 1")
+
+
+def test_forks_ceil_mode_is_inferred_and_validated(write, out_dir):
+    """Issue 8.2: `ceil_mode: false` floors (7 -> 3, not 4), the emitted net keeps the fork's field, and
+    validation still builds it in this Caffe (translated to round_mode)."""
+    text = PLACEHOLDER.replace("dim: 1 dim: 1 }", "dim: 13 dim: 13 }").replace(
+        "kernel_size: 2 stride: 2 }", "kernel_size: 2 stride: 2 ceil_mode: false }")
+    net = write("floor.prototxt", text)
+    code, out, err = expand_net(net, "--replicate", "stage1=1", *DL, "-o", out_dir)
+    assert code == 0, err
+    assert re.search(r"^ pool1 +Pooling +1x4x6x6\b", out, re.M), out  # 13x13: floor(11/2)+1 = 6, ceil 7
+    assert "not built" not in err and "shape inference only" not in err
+    emitted = prototxt.read(os.path.join(out_dir, "floor_dropin.prototxt"))
+    assert layer(emitted, "pool1").get("pooling_param").get("ceil_mode") is False

@@ -1,9 +1,11 @@
 """The rewrites on prototxt trees: replicas, their wiring and DropIn joins, regularizing DropIn, stagger."""
 import json
 
+import numpy
 import pytest
 
-from dropin_caffe.netgen import prototxt, rewrite, shapes
+from conftest import input_layer
+from dropin_caffe.netgen import prototxt, rewrite, shapes, validate
 from dropin_caffe.errors import ConfigError
 
 NET = """
@@ -167,3 +169,159 @@ def test_regularize_flattens_without_a_resize_when_the_flat_size_already_matches
     assert names(net)[names(net).index("ip1") + 1:names(net).index("ip2")] == ["pool1_flat", "drop1_dropin"]
     assert layer(net, "drop1_dropin").get_all("bottom") == ["pool1_flat", "ip1"]
     assert shapes.infer(net)[0]["drop1_dropin"] == (2, 24)
+
+
+# ---------------------------------------------------------------------------------------------
+# Nets users bring (issue 8): deploy nets, separate-top followers, joins
+
+
+# A deploy-style unit: no weight filler, BatchNorm with global statistics, all in place.
+DEPLOY = input_layer("data", (2, 3, 8, 8)) + """
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" batch_norm_param { use_global_stats: true } }
+layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc" inner_product_param { num_output: 3 } }
+"""
+
+
+def test_replicas_of_a_layer_without_weight_filler_get_a_live_one():
+    """Issue 8.4: Caffe's default filler (constant 0) would make a replica output 0 and never learn."""
+    net, notices = prototxt.parse(DEPLOY), []
+    rewrite.replicate(net, "conv1", 1, dropin=None, notices=notices)
+    rewrite.replicate(net, "fc", 1, dropin=None, notices=notices)
+    assert layer(net, "conv1_1").get("convolution_param").get("weight_filler") == prototxt.parse('type: "msra"')
+    assert layer(net, "fc_1").get("inner_product_param").get("weight_filler") == prototxt.parse('type: "xavier"')
+    assert "replicas of conv1 get weight_filler msra: conv1 has none (Caffe's default, constant 0, would make " \
+           "them output 0 and never learn); --replica-std STD gives gaussian weights instead" in notices
+    caffe_net = validate.load_net(net, "TRAIN")
+    rng = numpy.random.default_rng(0)
+    for blob in (caffe_net.blobs["data"], caffe_net.params["conv1"][0]):  # an image, and the trained original
+        blob.data[...] = rng.normal(size=blob.data.shape)
+    caffe_net.forward()
+    assert caffe_net.params["conv1_1"][0].data.std() > 0.1 and abs(caffe_net.blobs["conv1_1"].data).max() > 0
+    assert caffe_net.params["fc_1"][0].data.std() > 0.1
+    other = prototxt.parse(DEPLOY)  # --replica-std wins
+    rewrite.replicate(other, "conv1", 1, filler=rewrite.gaussian_filler(0.02))
+    assert layer(other, "conv1_1").get("convolution_param").get("weight_filler").get("std") == 0.02
+
+
+def test_copied_batch_norm_trains_its_statistics():
+    """Issue 8.5: a replica's BatchNorm must not keep the deploy net's use_global_stats: true."""
+    net, notices = prototxt.parse(DEPLOY), []
+    rewrite.replicate(net, "conv1", 1, dropin={"length": 10}, notices=notices)
+    assert "use_global_stats" not in layer(net, "conv1_1_batchnorm").get("batch_norm_param")
+    assert layer(net, "bn1").get("batch_norm_param").get("use_global_stats") is True  # the original is as it was
+    assert "replicas of conv1 train their BatchNorm statistics: use_global_stats: true of bn1 is not copied" in notices
+    caffe_net = validate.load_net(net, "TRAIN")
+    caffe_net.forward()
+    # Caffe's BatchNorm accumulates statistics (its third blob counts them) only when it computes them in TRAIN.
+    assert caffe_net.params["conv1_1_batchnorm"][2].data[0] == 1
+    assert caffe_net.params["bn1"][2].data[0] == 0
+
+
+SEPARATE_TOPS = input_layer("data", (2, 3, 8, 8)) + """
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1_bn" }
+layer { name: "scale1" type: "Scale" bottom: "conv1_bn" top: "conv1_scale" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1_scale" top: "conv1_relu" }
+layer { name: "norm1" type: "LRN" bottom: "conv1_relu" top: "norm1" lrn_param { local_size: 3 } }
+layer { name: "conv2" type: "Convolution" bottom: "norm1" top: "conv2"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "relu2" }
+layer { name: "pool" type: "Pooling" bottom: "conv2" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "sum" type: "Eltwise" bottom: "relu2" bottom: "conv2" top: "sum" }
+"""
+
+
+def test_followers_with_their_own_tops_belong_to_the_unit():
+    """Issue 8.6: BatchNorm/Scale/ReLU/LRN with separate tops follow conv1; the replica comes after them,
+    carries copies of them, and its DropIn joins the end of both chains."""
+    net = prototxt.parse(SEPARATE_TOPS)
+    found, _ = shapes.infer(net)
+    rewrite.replicate(net, "conv1", 1, dropin={"length": 10}, activation="ReLU", shapes=found)
+    assert names(net)[1:11] == ["conv1", "bn1", "scale1", "relu1", "norm1", "conv1_1", "conv1_1_batchnorm",
+                                "conv1_1_scale", "conv1_1_relu", "conv1_1_lrn"]
+    assert layer(net, "conv1_1").get_all("bottom") == ["norm1"]
+    assert [(layer(net, n).get("bottom"), layer(net, n).get("top")) for n in names(net)[7:11]] == [
+        ("conv1_1", "conv1_1_batchnorm"), ("conv1_1_batchnorm", "conv1_1_scale"),
+        ("conv1_1_scale", "conv1_1_relu"), ("conv1_1_relu", "conv1_1_lrn")]
+    assert layer(net, "conv1_1_dropin").get_all("bottom") == ["norm1", "conv1_1_lrn"]
+    assert layer(net, "conv2").get_all("bottom") == ["conv1_1_dropin"]
+    assert [l.get("type") for l in rewrite.layers(net)].count("ReLU") == 3  # no ReLU added by --add-activation
+    validate.check_net(net, "TRAIN")  # Caffe builds it, and agrees on every shape
+    # conv2's output has three readers: its ReLU is no follower, the replica comes right after conv2.
+    net = prototxt.parse(SEPARATE_TOPS)
+    rewrite.replicate(net, "conv2", 1, dropin={"length": 10}, shapes=shapes.infer(net)[0])
+    assert layer(net, "conv2_1").get_all("bottom") == ["conv2"]
+    assert layer(net, "relu2").get_all("bottom") == ["conv2_1_dropin"]
+
+
+FIRE = input_layer("data", (2, 3, 8, 8)) + """
+layer { name: "squeeze" type: "Convolution" bottom: "data" top: "squeeze"
+  convolution_param { num_output: 2 kernel_size: 1 weight_filler { type: "xavier" } } }
+layer { name: "squeeze_relu" type: "ReLU" bottom: "squeeze" top: "squeeze" }
+layer { name: "expand1" type: "Convolution" bottom: "squeeze" top: "expand1"
+  convolution_param { num_output: 4 kernel_size: 1 weight_filler { type: "xavier" } } }
+layer { name: "expand3" type: "Convolution" bottom: "squeeze" top: "expand3"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+layer { name: "concat" type: "Concat" bottom: "expand1" bottom: "expand3" top: "concat" }
+layer { name: "drop" type: "Dropout" bottom: "concat" top: "concat" }
+layer { name: "out" type: "Convolution" bottom: "concat" top: "out"
+  convolution_param { num_output: 2 kernel_size: 1 weight_filler { type: "xavier" } } }
+"""
+
+
+def test_regularize_after_a_join_takes_prev_from_where_the_branches_split():
+    """Issue 8.3: after a Concat, prev was the Concat's first input (half the channels prev == new, the
+    other half zeros); prev is the common ancestor of the branches, named in a note."""
+    net, notices = prototxt.parse(FIRE), []
+    rewrite.regularize(net, "drop", 0.5, shapes.infer(net)[0], notices=notices)
+    assert layer(net, "squeeze_resized").get_all("bottom") == ["squeeze"]
+    assert layer(net, "drop_dropin").get_all("bottom") == ["squeeze_resized", "concat"]
+    assert notices == ["--regularize drop: prev is 'squeeze' (2, 2, 8, 8), the nearest blob before Concat 'concat' "
+                       "that every path from the net's inputs passes through; resized to (2, 8, 8, 8) by a "
+                       "Resize layer"]
+    validate.check_net(net, "TRAIN")
+    # Chosen explicitly with P:BLOB.
+    net, notices = prototxt.parse(FIRE), []
+    rewrite.regularize(net, "drop", 0.5, shapes.infer(net)[0], notices=notices, prev="expand3")
+    assert layer(net, "expand3_resized").get_all("bottom") == ["expand3"]
+    assert notices[0].startswith("--regularize drop: prev is 'expand3' (2, 4, 8, 8), as given; resized")
+    with pytest.raises(ConfigError, match="--regularize drop=0.5:nowhere: prev must be a blob made before drop"):
+        rewrite.regularize(prototxt.parse(FIRE), "drop", 0.5, shapes.infer(net)[0], prev="nowhere")
+
+
+def test_common_ancestor_of_chains_and_joins():
+    net = prototxt.parse(FIRE)
+    drop = layer(net, "drop")
+    assert rewrite.common_ancestor(net, "concat", drop) == "squeeze"
+    assert rewrite.common_ancestor(net, "expand3", drop) == "squeeze"
+    assert rewrite.common_ancestor(net, "squeeze", drop) == "data"
+    assert rewrite.common_ancestor(net, "data", drop) is None
+
+
+def test_regularize_with_an_unknown_shape_names_the_blob_to_give():
+    """Issue 8.10: the message names the blob whose shape --input-shape must give."""
+    text = FIRE.replace('bottom: "data" top: "squeeze"', 'bottom: "zoomed" top: "squeeze"').replace(
+        'layer { name: "squeeze"', 'layer { name: "zoom" type: "Interp" bottom: "data" top: "zoomed" }\n'
+                                   'layer { name: "squeeze"', 1)
+    net = prototxt.parse(text)
+    with pytest.raises(ConfigError) as error:
+        rewrite.regularize(net, "drop", 0.5, shapes.infer(net)[0])
+    assert str(error.value) == ("--regularize drop: the shape of prev 'squeeze' is unknown, which follows from "
+                                "'zoomed' (Interp layer 'zoom' makes it: a type shape inference does not know); "
+                                "give it with --input-shape zoomed=C,H,W")
+
+
+def test_replicate_with_an_unknown_shape_names_the_blob_to_give():
+    """Issue 8.10, for --replicate too: where an unknown shape starts is the blob --input-shape must give."""
+    text = FIRE.replace('bottom: "data" top: "squeeze"', 'bottom: "zoomed" top: "squeeze"').replace(
+        'layer { name: "squeeze"', 'layer { name: "zoom" type: "Interp" bottom: "data" top: "zoomed" }\n'
+                                   'layer { name: "squeeze"', 1)
+    net = prototxt.parse(text)
+    with pytest.raises(ConfigError, match="--replicate squeeze_relu: whether a ReLU layer keeps the shape depends on "
+                                          "its input 'squeeze', whose shape is unknown; give it with --input-shape "
+                                          "zoomed=C,H,W"):
+        rewrite.replicate(net, "squeeze_relu", 1, dropin={"length": 5}, shapes=shapes.infer(net)[0])

@@ -419,3 +419,61 @@ def test_nameless_layers_are_counted_in_the_users_net_despite_net_level_inputs()
     text = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\nlayer { type: "Pooling" }\n'
     with pytest.raises(ConfigError, match='^Pooling layer #1: needs a "bottom"'):
         shapes.infer(prototxt.parse(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# Nets users bring (issue 8): fork and Python data layers, fork fields, in-place unknown layers
+
+FORK_DATA = '''
+layer { name: "py" type: "Python" top: "data" top: "label"
+  python_param { module: "my_seg_layers" layer: "SegData" param_str: "{'batch_size': 4, 'split': 'train'}" } }
+layer { name: "fork" type: "ImageLabelmapData" top: "other" top: "map"
+  image_data_param { source: "list.txt" batch_size: 2 } }
+layer { name: "plain" type: "MyPairData" top: "third" }
+'''
+
+
+def test_channels_height_width_is_one_image_for_python_and_fork_data_layers():
+    """Issue 8.1: BLOB=C,H,W means one image; the batch comes from the layer (param_str's or a
+    *_param's batch_size), else 1 with a note; it was a 3-axis blob, so pooling refused it."""
+    text = FORK_DATA + conv("c", "data", "num_output: 4 kernel_size: 3") + pool("p", "c", "kernel_size: 2 stride: 2")
+    notes = []
+    inferred, layers = shapes.infer(prototxt.parse(text), "TRAIN",
+                                    {"data": (3, 8, 8), "other": (3, 8, 8), "third": (1, 5, 5)}, notes=notes)
+    assert (inferred["data"], inferred["other"], inferred["third"]) == ((4, 3, 8, 8), (2, 3, 8, 8), (1, 1, 5, 5))
+    assert inferred["p"] == (4, 4, 3, 3)
+    assert {layer.name: layer.params for layer in layers}["c"] == 4 * 3 * 9 + 4
+    assert notes == ["--input-shape third=1,5,5: MyPairData 'plain' does not say its batch size, so the batch is "
+                     "1; give N,C,H,W to choose it"]
+    inferred, _ = shapes.infer(prototxt.parse(text), "TRAIN", {"data": (2, 3, 8, 8)})
+    assert inferred["p"] == (2, 4, 3, 3)  # N,C,H,W stays accepted as it is
+
+
+def test_unknown_in_place_layer_keeps_its_blobs_shape():
+    """Issue 8.9: an in-place layer cannot change its blob's shape, whatever its type."""
+    text = input_layer("data", (2, 3, 8, 8)) + conv("c", "data", "num_output: 4 kernel_size: 3")
+    text += 'layer { name: "act" type: "MyForkActivation" bottom: "c" top: "c" }\n'
+    text += 'layer { name: "py" type: "Python" bottom: "c" top: "c" python_param { module: "x" layer: "Y" } }\n'
+    text += pool("p", "c", "kernel_size: 2 stride: 2")
+    _, inferred, layers = infer_text(text)
+    assert (inferred["c"], inferred["p"]) == ((2, 4, 6, 6), (2, 4, 3, 3))
+    assert [layers[name].params for name in ("act", "py")] == [None, None]  # what they learn stays unknown
+
+
+def test_forks_ceil_mode_and_unknown_fields():
+    """Issue 8.2: Pooling's ceil_mode (a field of several forks) rounds as it says, and Caffe agrees once
+    it is translated to round_mode; any other unknown field makes the shapes from there on unknown."""
+    text = input_layer("data", (1, 2, 7, 7)) + pool("floor", "data", "kernel_size: 2 stride: 2 ceil_mode: false")
+    text += pool("ceil", "data", "kernel_size: 2 stride: 2 ceil_mode: true")
+    net, inferred, _ = infer_text(text)
+    assert (inferred["floor"], inferred["ceil"]) == ((1, 2, 3, 3), (1, 2, 4, 4))
+    caffe_net = validate.load_net(validate.for_caffe(net), "TRAIN")
+    assert (caffe_net.blobs["floor"].data.shape, caffe_net.blobs["ceil"].data.shape) == ((1, 2, 3, 3), (1, 2, 4, 4))
+    text = input_layer("data", (1, 2, 7, 7)) + pool("p", "data", "kernel_size: 2 stride: 2 pad_mode: VALID")
+    text += conv("c", "p", "num_output: 3 kernel_size: 1")
+    text += 'layer { name: "relu" type: "ReLU" bottom: "c" top: "c" relu_param { fork_slope: 1 } }\n'
+    notes = []
+    inferred, layers = shapes.infer(prototxt.parse(text), notes=notes)
+    assert (inferred["p"], inferred["c"]) == (None, None)
+    assert notes == ["Pooling 'p' has field pooling_param.pad_mode, which this Caffe does not know (a fork's?): its "
+                     "output and the shapes that follow from it are unknown (?)"]

@@ -151,3 +151,37 @@ def test_caffe_shapes_lists_every_blob_with_caffes_splits():
     assert got["l"] == () and got["a"] == (2, 3)
     assert {name for name in got if "_split_" in name} == {"data_data_0_split_0", "data_data_0_split_1"}
     assert isinstance(validate.load_net(net, "TEST"), caffe.Net)
+
+
+# A segmentation-style net fed by a Python data layer (its module is not on this machine) and a fork's
+# data layer: given their shapes, the rest of the net is still built in Caffe.
+FORK_FED = '''
+layer { name: "py" type: "Python" top: "data" top: "label"
+  python_param { module: "no_such_seg_module" layer: "SegData" param_str: "{'batch_size': 2}" } }
+layer { name: "pair" type: "MyForkPairData" top: "pair" }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "conv_pair" type: "Convolution" bottom: "pair" top: "conv_pair"
+  convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "sum" type: "Eltwise" bottom: "conv" bottom: "conv_pair" top: "sum" }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "sum" bottom: "label" top: "loss" }
+'''
+
+
+def test_python_and_fork_data_layers_are_replaced_for_validation():
+    """Issue 8.8: every data-producing layer whose shapes are known becomes DummyData, so Caffe still
+    builds the net; only unknown compute layers skip the build."""
+    net = prototxt.parse(FORK_FED)
+    given = {"data": (4, 6, 6), "label": (1, 6, 6), "pair": (2, 4, 6, 6)}
+    found = {phase: shapes.infer(net, phase, given)[0] for phase in ("TRAIN", "TEST")}
+    swapped = validate.with_dummy_data(net, "TRAIN", found["TRAIN"])
+    assert [l.get("type") for l in swapped.get_all("layer")][:2] == ["DummyData", "DummyData"]
+    assert validate.prove(net, net, None, found) == []  # built in Caffe in both phases
+    unknown = {phase: shapes.infer(net, phase, {"pair": (2, 4, 6, 6)})[0] for phase in ("TRAIN", "TEST")}
+    with pytest.raises(ConfigError, match="Python 'py': its module 'no_such_seg_module' is not importable here, so "
+                                          "Caffe cannot make 'data', 'label'; give it with --input-shape "
+                                          "data=C,H,W"):
+        validate.prove(net, net, None, unknown)
+    compute = prototxt.parse(FORK_FED.replace('type: "Eltwise"', 'type: "MyForkEltwise"'))
+    assert validate.prove(compute, compute, None, found) == [
+        "this Caffe has no layer type MyForkEltwise (a fork's?): the emitted net was checked by caffe_pb2 and "
+        "shape inference, not built"]

@@ -40,10 +40,11 @@ def parser():
     rewrite.add_argument("--replicate", action="append", default=[], metavar="LAYER=K",
                          type=assignment(int, "LAYER=K with an integer K"),
                          help="insert K replicas of LAYER after it, each entering by gradual DropIn")
-    rewrite.add_argument("--regularize", action="append", default=[], metavar="LAYER=P",
-                         type=assignment(float, "LAYER=P with a number P"),
+    rewrite.add_argument("--regularize", action="append", default=[], metavar="LAYER=P[:BLOB]",
+                         type=assignment(_p_and_prev, "LAYER=P or LAYER=P:BLOB with a number P"),
                          help="replace Dropout LAYER by a regularizing DropIn taking units from new with "
-                              "probability P")
+                              "probability P, else from prev: BLOB, or by default the nearest blob before "
+                              "LAYER's input that every path from the inputs passes through")
     rewrite.add_argument("--dropin-length", type=int, metavar="L", help="iterations for a new layer to enter")
     rewrite.add_argument("--stagger", type=int, metavar="S", help="DropIn layer i starts entering at i*S")
     rewrite.add_argument("--no-dropin", action="store_true", help="the plain expanded baseline: same replicas, "
@@ -58,7 +59,9 @@ def parser():
     rewrite.add_argument("--depth", type=int, metavar="N", help="lenet-deep: how many conv layers to add")
     rewrite.add_argument("--input-shape", action="append", default=[], metavar="BLOB=C,H,W",
                          type=assignment(shape, "BLOB=C,H,W (or N,C,H,W) with integers"),
-                         help="shape of a data layer's top whose shape lives in its database")
+                         help="shape of a data layer's top (C,H,W: one image, the batch is the layer's own, "
+                              "else 1) whose shape lives in its database, of a Python or fork data layer's, or "
+                              "of an unknown layer's; it replaces an Input layer's declared shape")
     out = parser.add_argument_group("solver and output")
     out.add_argument("--solver", metavar="SOLVER", help="the original solver prototxt; emits the matching one")
     out.add_argument("--max-iter", type=int, help="the emitted solver's max_iter")
@@ -70,6 +73,14 @@ def parser():
     out.add_argument("--force", action="store_true", help="overwrite existing output files")
     out.add_argument("-q", "--quiet", action="store_true", help="print no summary table")
     return parser
+
+
+def _p_and_prev(text):
+    """P, or (P, BLOB) for P:BLOB."""
+    p_new, sep, prev = text.partition(":")
+    if sep and not prev:
+        raise ValueError(text)
+    return (float(p_new), prev) if sep else float(p_new)
 
 
 def keywords(args):

@@ -195,10 +195,14 @@ def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top,
     for name, count in plan.replicate:
         if type(count) is not int or count < 1:
             raise ConfigError("--replicate %s=%s: K, the number of replicas, must be >= 1" % (name, count))
-    for name, p_new in plan.regularize:
+    for name, value in plan.regularize:
+        p_new, prev = value if isinstance(value, tuple) and len(value) == 2 else (value, None)
         if isinstance(p_new, bool) or not isinstance(p_new, (int, float)) or not 0 < p_new <= 1:
             raise ConfigError("--regularize %s=%s: P, the probability a unit comes from new, must lie in (0, 1]"
                               % (name, p_new))
+        if prev is not None and (not isinstance(prev, str) or not prev):
+            raise ConfigError("--regularize %s=%s:%s: BLOB, the blob prev is taken from, must be a blob name"
+                              % (name, p_new, prev))
     if dropin_length is not None:
         if type(dropin_length) is not int or dropin_length < 1:
             raise ConfigError("--dropin-length must be an integer >= 1, got %s" % (dropin_length,))
@@ -232,7 +236,7 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
 
     net: a path, prototxt text or Message (current or V1 format); or template= a built-in stock net,
     or preset= one of our presets after the paper's expanded nets (PRESETS). replicate: {LAYER: K}; regularize:
-    {DROPOUT_LAYER: P}; dropin=False is --no-dropin (the plain expanded net); input_shapes:
+    {DROPOUT_LAYER: P or (P, PREV_BLOB)}; dropin=False is --no-dropin (the plain expanded net); input_shapes:
     {BLOB: (C, H, W) or (N, C, H, W)}; settings: template variables (--set); solver: the original
     solver (a path, text or Message); validate=False is --no-validate; native=True emits the native
     (C++) layer types, DropIn and DropInResize, with the same param_str. The other
@@ -246,7 +250,8 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
         raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K or --regularize LAYER=P"
                           % (net if not is_inline(net) else "the net"))
     data.update(input_shapes or {})
-    found, original_layers = inference.infer(original, "TRAIN", data)
+    inferred = []  # what inference chose (a batch, a user's shape over a declared one): once each
+    found, original_layers = inference.infer(original, "TRAIN", data, notes=inferred)
     expanded, notes = plans.apply_plan(original, plan, found, solvers.iter_size(solver_tree))
     suffix = "_" + plan.suffix if plan.suffix else ""
     emitted_solver = None
@@ -259,7 +264,8 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
                                                                                            ".prototxt"))
     elif max_iter is not None or solver_mode is not None:
         raise ConfigError("--max-iter and --solver-mode set the emitted solver; give it with --solver")
-    phases = {"TRAIN": inference.infer(expanded, "TRAIN", data), "TEST": inference.infer(expanded, "TEST", data)}
+    phases = {phase: inference.infer(expanded, phase, data, notes=inferred) for phase in ("TRAIN", "TEST")}
+    notes[:0] = list(dict.fromkeys(inferred))
     shapes = {phase: found for phase, (found, _) in phases.items()}
     if validate:
         notes += validation.prove(original, expanded, emitted_solver, shapes)

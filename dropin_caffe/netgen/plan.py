@@ -16,7 +16,8 @@ from ..errors import ConfigError
 
 @dataclasses.dataclass
 class Plan:
-    """What expand_net does to a net. Counts and names per replicated layer, P per Dropout."""
+    """What expand_net does to a net. Counts and names per replicated layer, P (or P and the
+    blob prev comes from) per Dropout."""
     replicate: typing.List[typing.Tuple[str, int]] = dataclasses.field(default_factory=list)
     regularize: typing.List[typing.Tuple[str, float]] = dataclasses.field(default_factory=list)
     dropin: bool = True
@@ -102,8 +103,10 @@ def apply_plan(net, plan, shapes, iter_size=1):
         rewrite.replicate(net, name, count, dropin=dropin, p_top=plan.p_top, activation=plan.activation,
                           kernel=plan.kernel, filler=filler, names=plan.names.get(name), shapes=shapes,
                           notices=notes)
-    for name, p_new in plan.regularize:
-        rewrite.regularize(net, name, p_new, shapes, iter_size=iter_size, p_top=plan.p_top, notices=notes)
+    for name, value in plan.regularize:
+        p_new, prev = value if isinstance(value, tuple) else (value, None)
+        rewrite.regularize(net, name, p_new, shapes, iter_size=iter_size, p_top=plan.p_top, notices=notes,
+                           prev=prev)
     if plan.stagger:
         rewrite.stagger(net, plan.stagger)
     if plan.native:

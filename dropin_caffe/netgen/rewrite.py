@@ -1,13 +1,17 @@
 """The net rewrites behind expand_net, on schema-free prototxt trees (`prototxt.Message`).
 
-- `replicate`: insert K copies of a layer (with the in-place layers that follow it: ReLU, LRN,
-  BatchNorm, Scale, Dropout, ...) right after it, each made shape-preserving (input channels =
-  the layer's output channels; stride 1 and "same" padding where the layer changes the spatial
-  size) and joined to the chain by a gradual DropIn: prev = the replica's input, new = its
-  output. Whatever consumed the layer's output consumes the last DropIn's. Without DropIn the
-  replicas are simply chained: the plain expanded baseline every experiment needs.
-- `regularize`: replace a Dropout layer by a regularizing DropIn whose prev is the input of the
-  weight layer before it, flattened and resized (Resize layer) when the shapes differ.
+- `replicate`: insert K copies of a layer (with its followers: the in-place layers after it, and
+  the BatchNorm, Scale, ReLU, LRN, ... that alone read its output) right after that chain, each
+  made shape-preserving (input channels = the layer's output channels; stride 1 and "same"
+  padding where the layer changes the spatial size) and joined by a gradual DropIn: prev = the
+  chain's end, new = the end of the replica's own copy of the chain. Whatever consumed the
+  chain's output consumes the last DropIn's. Without DropIn the replicas are simply chained: the
+  plain expanded baseline every experiment needs. Replicas of a layer without a weight filler get
+  msra (conv) or xavier (fc), and copied BatchNorm layers compute their statistics in TRAIN.
+- `regularize`: replace a Dropout layer by a regularizing DropIn whose prev is the nearest blob
+  upstream of the Dropout's input through which every path from the net's inputs passes (the
+  input of the weight layer before it; after a Concat, the blob its branches split from), or a
+  blob the user names; flattened and resized (Resize layer) when the shapes differ.
 - `stagger`: replica i (in net order) starts entering at iteration i * S, our choice after the
   paper's future work of DropIn layers entering at different iterations.
 
@@ -21,8 +25,8 @@ import math
 
 from ..errors import ConfigError
 from .prototxt import Message
-from .vocabulary import ACTIVATION_TYPES, CONV_TYPES, DROPIN_MODULE, NATIVE_TYPES, in_place as _in_place, is_data, is_loss, \
-    our_layer
+from .vocabulary import ACTIVATION_TYPES, CONV_TYPES, DROPIN_MODULE, FOLLOWER_TYPES, NATIVE_TYPES, \
+    in_place as _in_place, is_data, is_loss, our_layer
 
 
 def layers(net):
@@ -51,17 +55,38 @@ def find_layer(net, name, option="--replicate"):
 
 
 def unit(net, layer):
-    """The layer and the in-place layers right after it (ReLU, LRN, BatchNorm, Scale, ...)."""
+    """The layer and its followers: the chain right after it of in-place layers, and of layers of
+    FOLLOWER_TYPES (BatchNorm, Scale, ReLU, LRN, ...) that are not in place but are the only reader
+    of the chain's blob. The unit's output is the top of its last member."""
     all_layers = layers(net)
     start = all_layers.index(layer)
     tops = layer.get_all("top")
     members = [layer]
-    if len(tops) == 1:
-        for follower in all_layers[start + 1:]:
-            if not _in_place(follower, tops[0]):
-                break
+    if len(tops) != 1:
+        return members
+    blob = tops[0]
+    for position in range(start + 1, len(all_layers)):
+        follower = all_layers[position]
+        if _in_place(follower, blob):
             members.append(follower)
+        elif str(follower.get("type")) in FOLLOWER_TYPES and follower.get_all("bottom") == [blob] \
+                and len(follower.get_all("top")) == 1 and _readers(all_layers[position:], blob) == 1:
+            members.append(follower)
+            blob = follower.get("top")
+        else:
+            break
     return members
+
+
+def _readers(later_layers, blob):
+    """How many of `later_layers` read `blob` before a layer that is not in place rewrites it."""
+    count = 0
+    for layer in later_layers:
+        if blob in layer.get_all("bottom"):
+            count += 1
+        if blob in layer.get_all("top") and not _in_place(layer, blob):
+            break
+    return count
 
 
 def _fresh(taken, name):
@@ -144,17 +169,42 @@ def _shape_preserving_conv(layer, kernel):
 
 
 def _replica(original, name, bottom, kernel, filler):
-    replica = original.copy()
+    """A fresh copy of `original` named `name` reading `bottom`: (replica, whether its conv geometry
+    changed, the weight filler it was given or None)."""
+    replica = _fresh_copy(original)
     replica.set("name", name)
     replica.set("bottom", bottom)
     replica.set("top", name)
-    for spec in replica.get_all("param"):
-        spec.remove("name")  # a shared-weight name would tie the replica to the original's weights
     weights = replica.get("convolution_param") or replica.get("inner_product_param")
-    if filler is not None and weights is not None:
-        weights.set("weight_filler", filler.copy())
+    given = None
+    if weights is not None and (filler is not None or _dead(weights.get("weight_filler"))):
+        given = filler or Message([["type", "msra" if original.get("type") in CONV_TYPES else "xavier"]])
+        weights.set("weight_filler", given.copy())
     changed = original.get("type") in CONV_TYPES and _shape_preserving_conv(replica, kernel)
-    return replica, changed
+    return replica, changed, given
+
+
+def _fresh_copy(layer):
+    """A copy of `layer` that learns on its own: no shared parameter names (they would tie it to
+    the original's weights), and a BatchNorm that computes its statistics in TRAIN."""
+    copy = layer.copy()
+    for spec in copy.get_all("param"):
+        spec.remove("name")
+    if _frozen_norm(copy):
+        copy.get("batch_norm_param").remove("use_global_stats")  # Caffe's default: batch stats in TRAIN
+    return copy
+
+
+def _frozen_norm(layer):
+    param = layer.get("batch_norm_param") if layer.get("type") == "BatchNorm" else None
+    return param is not None and param.get("use_global_stats") in (True, 1)
+
+
+def _dead(filler):
+    """A weight filler that makes every weight 0 (none given: Caffe's default constant 0)."""
+    if filler is None:
+        return True
+    return str(filler.get("type", "constant")) == "constant" and not filler.get("value", 0)
 
 
 def _rewire(later_layers, old, new):
@@ -168,7 +218,7 @@ def _rewire(later_layers, old, new):
             return  # `old` is rewritten from here on: later readers mean that one
 
 
-def check_replicable(layer, shapes=None):
+def check_replicable(layer, shapes=None, net=None):
     kind = layer.get("type")
     name = layer.get("name")
     if is_data(layer):
@@ -184,8 +234,9 @@ def check_replicable(layer, shapes=None):
         bottom, top = layer.get("bottom"), layer.get("top")
         got = (shapes or {}).get(bottom), (shapes or {}).get(top)
         if None in got:
-            raise ConfigError("--replicate %s: whether a %s layer keeps the shape depends on its input, whose "
-                              "shape is unknown; give it with --input-shape" % (name, kind))
+            origin = _unknown_origin(net, bottom, layer, shapes or {})[0] if net is not None else bottom
+            raise ConfigError("--replicate %s: whether a %s layer keeps the shape depends on its input '%s', whose "
+                              "shape is unknown; give it with --input-shape %s=C,H,W" % (name, kind, bottom, origin))
         if got[0] != got[1]:
             raise ConfigError("--replicate %s: a %s layer maps %s to %s, so a replica of it cannot take its "
                               "own output; replicate a Convolution or InnerProduct instead" % (name, kind, *got))
@@ -206,43 +257,56 @@ def replicate(net, name, count, dropin=None, p_top=False, activation=None, kerne
         raise ConfigError("--replicate %s=%s: the number of replicas must be an integer >= 1" % (name, count))
     notices = notices if notices is not None else []
     original = find_layer(net, name)
-    check_replicable(original, shapes)
+    check_replicable(original, shapes, net)
     members = unit(net, original)
     names = names or ["%s_%d" % (name, i) for i in range(1, count + 1)]
     if len(names) != count:
         raise ConfigError("--replicate %s: %d names given for %d replicas" % (name, len(names), count))
     taken = _names(net) | _blobs(net)
-    chain = original.get("top")
+    end = members[-1].get("top")  # the unit's output: what the replicas read and the DropIns join
+    chain, shape = end, shapes.get(original.get("top"))
     inserted = []
     for index, replica_name in enumerate(names, 1):
-        replica, changed = _replica(original, _fresh(taken, replica_name), chain, kernel, filler)
-        if changed and index == 1:
-            notices.append("replicas of %s use stride 1 and \"same\" padding so that they keep the blob's shape"
-                           % name)
-        block = [replica]
-        followers = [follower.copy() for follower in members[1:]]
+        replica, changed, given = _replica(original, _fresh(taken, replica_name), chain, kernel, filler)
+        if index == 1:
+            if changed:
+                notices.append("replicas of %s use stride 1 and \"same\" padding so that they keep the blob's shape"
+                               % name)
+            if given is not None and filler is None:
+                notices.append("replicas of %s get weight_filler %s: %s has none (Caffe's default, constant 0, "
+                               "would make them output 0 and never learn); --replica-std STD gives gaussian "
+                               "weights instead" % (name, given.get("type"), name))
+            frozen = [m.get("name") for m in members if _frozen_norm(m)]
+            if frozen:
+                notices.append("replicas of %s train their BatchNorm statistics: use_global_stats: true of %s is "
+                               "not copied" % (name, ", ".join(frozen)))
+        block, blob = [replica], replica_name
+        followers = [(_fresh_copy(m), _in_place(m, m.get("bottom"))) for m in members[1:]]
         if activation and not any(m.get("type") in ACTIVATION_TYPES for m in members):
-            followers.append(Message([["name", ""], ["type", activation]]))
-        for follower in followers:  # named after the replica and their type: conv3_1_relu, ...
+            followers.append((Message([["name", ""], ["type", activation]]), True))
+        for follower, in_place in followers:  # named after the replica and their type: conv3_1_relu, ...
             base = "%s_%s" % (replica_name, follower.get("type").lower())
             follower.set("name", _fresh(taken, next(
                 n for n in [base] + ["%s%d" % (base, i) for i in range(2, 99)] if n not in taken)))
-            follower.set("bottom", replica_name)
-            follower.set("top", replica_name)
+            follower.set("bottom", blob)
+            if not in_place:
+                blob = follower.get("name")
+            follower.set("top", blob)
+            shapes[blob] = shape
             block.append(follower)
         if dropin is not None:
             join = _fresh(taken, replica_name + "_dropin")
             if p_top:
                 shapes[_fresh(taken, join + "_p")] = (1,)
-            block.append(dropin_layer(join, chain, replica_name, join, dropin, p_top))
+            block.append(dropin_layer(join, chain, blob, join, dropin, p_top))
             chain = join
         else:
-            chain = replica_name
-        shapes[replica_name] = shapes[chain] = shapes.get(original.get("top"))
+            chain = blob
+        shapes[replica_name] = shapes[chain] = shape
         inserted += block
     _insert_after(net, members[-1], inserted)
     all_layers = layers(net)
-    _rewire(all_layers[all_layers.index(inserted[-1]) + 1:], original.get("top"), chain)
+    _rewire(all_layers[all_layers.index(inserted[-1]) + 1:], end, chain)
     return net
 
 
@@ -261,44 +325,108 @@ def _producer(net, blob, before):
     return None
 
 
-def regularize(net, name, p_new, shapes, iter_size=1, p_top=False, notices=None):
-    """Replace Dropout layer `name` by a regularizing DropIn with probability `p_new` of `new`."""
+def common_ancestor(net, blob, before):
+    """The nearest blob upstream of `blob` (as layer `before` reads it) through which every path
+    from the net's inputs passes: its immediate dominator in the graph of blobs, in-place layers
+    being aliases. For a chain it is the input of the layer that makes `blob`; after a Concat or
+    Eltwise, the blob the branches split from. None when only the inputs themselves qualify."""
+    dominators, order, current = {}, {}, {}  # node (blob, version) -> nodes every path passes through
+    for layer in layers(net)[:layers(net).index(before)]:
+        bottoms = [current.get(b) for b in layer.get_all("bottom")]
+        for top in layer.get_all("top"):
+            if _in_place(layer, top):
+                continue
+            node = (top, order.setdefault(top, 0) + 1)
+            order[top] = node[1]
+            if bottoms and None not in bottoms:
+                shared = set.intersection(*(dominators[b] for b in bottoms))
+            else:
+                shared = set()  # an input (or a blob from nowhere): only the inputs come before it
+            dominators[node] = shared | {node}
+            current[top] = node
+    node = current.get(blob)
+    if node is None:
+        return None
+    ancestors = dominators[node] - {node}
+    ranked = sorted(ancestors, key=lambda n: len(dominators[n]))  # the nearest has the most dominators
+    if not ranked:
+        return None
+    nearest = ranked[-1]
+    return nearest[0] if current.get(nearest[0]) == nearest else None
+
+
+def _unknown_origin(net, blob, before, shapes):
+    """(blob, layer) where the unknown shape of `blob` starts: the first unknown blob upstream
+    whose maker's inputs are all known (a data layer, or a type shape inference does not know)."""
+    while True:
+        maker = _producer(net, blob, before)
+        unknown = [b for b in (maker.get_all("bottom") if maker is not None else []) if shapes.get(b) is None]
+        if maker is None or not unknown:
+            return blob, maker
+        blob, before = unknown[0], maker
+
+
+def _require(net, name, blob, before, shapes, role):
+    if shapes.get(blob) is not None:
+        return tuple(shapes[blob])
+    origin, maker = _unknown_origin(net, blob, before, shapes)
+    why = "" if maker is None else " (%s layer '%s' makes it: %s)" % (
+        maker.get("type"), maker.get("name"),
+        "a data layer reading its source" if is_data(maker) else "a type shape inference does not know")
+    follows = "" if origin == blob else ", which follows from '%s'" % origin
+    raise ConfigError("--regularize %s: the shape of %s '%s' is unknown%s%s; give it with --input-shape %s=C,H,W"
+                      % (name, role, blob, follows, why, origin))
+
+
+def regularize(net, name, p_new, shapes, iter_size=1, p_top=False, notices=None, prev=None):
+    """Replace Dropout layer `name` by a regularizing DropIn with probability `p_new` of `new`.
+
+    new is the Dropout's input; prev is the blob `prev` when given, else `common_ancestor` of new
+    (the input of the layer that makes it, or what a Concat's branches split from), flattened and
+    resized (Resize) to new's shape where they differ. A note names prev and its shape."""
     if not (isinstance(p_new, (int, float)) and 0 < p_new <= 1):
         raise ConfigError("--regularize %s=%s: P, the probability a unit comes from new, must lie in (0, 1]"
                           % (name, p_new))
+    notices = notices if notices is not None else []
     dropout = find_layer(net, name, "--regularize")
     if dropout.get("type") != "Dropout":
         raise ConfigError("--regularize %s: needs a Dropout layer, %s is a %s layer" % (name, name, dropout.get("type")))
     new = dropout.get("bottom")
-    weight_layer = _producer(net, new, dropout)
-    if weight_layer is None or not weight_layer.get_all("bottom"):
-        raise ConfigError("--regularize %s: no layer before it computes %r from an input, so DropIn has no "
-                          "prev to take units from" % (name, new))
-    prev = weight_layer.get("bottom")
-    prev_shape, new_shape = shapes.get(prev), shapes.get(new)
-    if prev_shape is None or new_shape is None:
-        raise ConfigError("--regularize %s: the shape of %r or %r is unknown (a layer type shape inference does "
-                          "not know, or a data layer without a shape); give it with --input-shape" % (name, prev, new))
+    maker = _producer(net, new, dropout)
+    if prev is not None:
+        if prev == new or _producer(net, prev, dropout) is None:
+            raise ConfigError("--regularize %s=%s:%s: prev must be a blob made before %s other than its input %r; "
+                              "choose one of the blobs listed by the summary" % (name, p_new, prev, name, new))
+        why = "as given"
+    else:
+        if maker is None or not maker.get_all("bottom") or common_ancestor(net, new, dropout) is None:
+            raise ConfigError("--regularize %s: no layer before it computes %r from an input, so DropIn has no "
+                              "prev to take units from" % (name, new))
+        prev = common_ancestor(net, new, dropout)
+        why = "the nearest blob before %s '%s' that every path from the net's inputs passes through" % (
+            maker.get("type"), maker.get("name"))
+    prev_shape = _require(net, name, prev, dropout, shapes, "prev")
+    new_shape = _require(net, name, new, dropout, shapes, "new")
+    note = "--regularize %s: prev is '%s' %s, %s" % (name, prev, prev_shape, why)
     taken = _names(net) | _blobs(net)
-    block, shape = [], tuple(prev_shape)
+    block, shape, source = [], prev_shape, prev
     if len(shape) != len(new_shape):
         if len(new_shape) != 2:
             raise ConfigError("--regularize %s: cannot match prev %r %s to new %r %s" % (name, prev, prev_shape, new, new_shape))
         flat = _fresh(taken, "%s_flat" % prev)
         block.append(Message([["name", flat], ["type", "Flatten"], ["bottom", prev], ["top", flat]]))
-        prev, shape = flat, (shape[0], int(math.prod(shape[1:])))
+        source, shape = flat, (shape[0], int(math.prod(shape[1:])))
         shapes[flat] = shape
     if shape != tuple(new_shape):
-        resized = _fresh(taken, "%s_resized" % prev)
-        block.append(resize_layer(resized, prev, resized, new_shape))
-        if notices is not None:
-            notices.append("--regularize %s: prev %s %s is resized to %s by a Resize layer" % (
-                name, weight_layer.get("bottom"), tuple(prev_shape), tuple(new_shape)))
-        prev = resized
+        resized = _fresh(taken, "%s_resized" % source)
+        block.append(resize_layer(resized, source, resized, new_shape))
+        note += "; resized to %s by a Resize layer" % (tuple(new_shape),)
+        source = resized
         shapes[resized] = tuple(new_shape)
+    notices.append(note)
     join = _fresh(taken, name + "_dropin")
     top = join if dropout.get("top") == new else dropout.get("top")  # an in-place Dropout's blob was `new`
-    block.append(dropin_layer(join, prev, new, top,
+    block.append(dropin_layer(join, source, new, top,
                               {"mode": "regularize", "p_new": p_new, "iter_size": iter_size}, p_top))
     shapes[top] = tuple(new_shape)
     if p_top:

@@ -6,8 +6,9 @@ layer sources, checked against `caffe.Net` in the tests):
 
 - Convolution: out = (in + 2 pad - (dilation (kernel - 1) + 1)) // stride + 1 per spatial axis;
   Deconvolution: out = stride (in - 1) + dilation (kernel - 1) + 1 - 2 pad.
-- Pooling: out = ceil((in + 2 pad - kernel) / stride) + 1 (floor with `round_mode: FLOOR`), one
-  less when pad > 0 and the last window would start at or beyond in + pad; global pooling 1x1.
+- Pooling: out = ceil((in + 2 pad - kernel) / stride) + 1 (floor with `round_mode: FLOOR`, or
+  the forks' `ceil_mode: false`), one less when pad > 0 and the last window would start at or
+  beyond in + pad; global pooling 1x1.
 - Data layers: Input and DummyData declare their shapes; MemoryData, WindowData and ImageData
   (with a crop or new_height/new_width) imply them; Data and HDF5Data read them from a database,
   so their data tops are unknown unless given in `input_shapes` (labels are (batch,)).
@@ -16,13 +17,16 @@ Each layer also gets its number of parameter values (what Caffe stores for it: w
 biases, BatchNorm's 2C + 1 statistics, DropIn's 2-value iteration counter).
 
 Nothing is guessed. A layer type without a rule in `RULES` (or a Python layer other than our
-DropIn and Resize) leaves its tops unknown (None), and so does every layer downstream of an unknown blob;
+DropIn and Resize) leaves its tops unknown (None), unless it works in place (a blob it reads and
+writes keeps its shape), and so does every layer downstream of an unknown blob. So does a field
+Caffe 1.0 does not know (a fork's, other than Pooling's ceil_mode), with a note naming it.
 `require` turns an unknown shape that a rewrite needs into a message saying how to give it.
 Shapes Caffe could not build (a kernel larger than its padded input, Eltwise or Concat inputs
 that disagree, ...) raise ConfigError naming the layer, the rule and the shapes received.
 Where Caffe would quietly build something meaningless (a 4x4 kernel with stride 2 on a 3x3
 input gets output 1x1 from C++ integer division), we refuse instead.
 """
+import re
 import typing
 
 from .. import params
@@ -30,7 +34,7 @@ from ..errors import ConfigError
 from .prototxt import Message
 from .upgrade import upgrade_net
 from .vocabulary import DATA_TYPES, ELEMENTWISE, LOSSES, SOURCE_PARAMS, check_structure, our_layer, \
-    phase as _phase
+    phase as _phase, unknown_fields
 
 class LayerShapes(typing.NamedTuple):
     """One layer as inference saw it: `bottoms` and `tops` are lists of (blob name, shape), a
@@ -247,7 +251,10 @@ def _pooling(layer):
     kernel = _single_or_pair(layer, param, "kernel_size", None)
     pad = _single_or_pair(layer, param, "pad", 0)
     stride = _single_or_pair(layer, param, "stride", 1)
-    ceil = str(param.get("round_mode", "CEIL")) == "CEIL"
+    if "round_mode" in param or "ceil_mode" not in param:
+        ceil = str(param.get("round_mode", "CEIL")) == "CEIL"
+    else:  # the forks' field for the same choice (Caffe 1.0 has round_mode)
+        ceil = layer.flag(param, "ceil_mode", True)
     spatial = []
     for i in range(2):
         size = shape[2 + i]
@@ -586,28 +593,58 @@ def _one_or_each(layer, key, shapes, count):
     return shapes
 
 
-def _data(layer, given):
+def _data(layer, given, notes):
     """Data tops: the declared shapes, with `given` (input_shapes) filling in and overriding the
-    batch. A given shape must agree with every dim the layer declares, except the batch."""
+    batch. A given shape must agree with every dim the layer declares, except the batch; an Input
+    layer's declared shape (often a placeholder the application resizes) gives way, with a note."""
     first = given.get(layer.tops[0]) if layer.tops else None
     override = first[0] if first is not None and len(first) != 3 else None
     batch, declared = _declared_data(layer, override)
     shapes = []
     for top, shape in zip(layer.tops, declared):
         wanted = given.get(top)
-        if wanted is not None and len(wanted) == 3:  # (C, H, W): the batch is the layer's own
+        if wanted is not None and len(wanted) == 3:  # (C, H, W): one image; the batch is the layer's own
             own = batch if batch is not None else (shape[0] if shape else None)
-            if own is not None:
-                wanted = (own,) + wanted
+            wanted = _one_image(layer, top, wanted, own, notes)
         if wanted is None:
             shapes.append(shape if shape is not None and None not in shape else None)
             continue
-        if shape is not None and (len(shape) != len(wanted) or
-                                  any(d is not None and d != w for d, w in zip(shape[1:], wanted[1:]))):
+        disagrees = shape is not None and (len(shape) != len(wanted) or
+                                           any(d is not None and d != w for d, w in zip(shape[1:], wanted[1:])))
+        if disagrees and layer.type == "Input":  # a declared input is often a placeholder the application resizes
+            notes.append("--input-shape %s=%s replaces the shape %s that %s declares (in the summary and the "
+                         "validation; the emitted net keeps its declaration)" % (
+                top, ",".join(map(str, wanted)), _text(shape), layer.label))
+        elif disagrees:
             raise layer.fail("input shape %s for top '%s' disagrees with the layer's own %s (? = read from the "
                              "source); give a shape that agrees" % (_text(wanted), top, _text_partial(shape)))
         shapes.append(wanted)
     return shapes
+
+
+def _one_image(layer, top, wanted, batch, notes):
+    """A given (C, H, W) as (N, C, H, W): N is `batch` (the layer's own), else 1, with a note."""
+    if batch is None:
+        batch = 1
+        notes.append("--input-shape %s=%s: %s does not say its batch size, so the batch is 1; give N,C,H,W to "
+                     "choose it" % (top, ",".join(map(str, wanted)), layer.label))
+    return (batch,) + tuple(wanted)
+
+
+def _layer_batch(layer):
+    """The batch size a layer of a type we cannot infer declares: its bottom's first dim, a
+    `batch_size` in one of its *_param messages, or "batch_size" in a Python layer's param_str."""
+    if layer.bottoms and layer.bottoms[0]:
+        return layer.bottoms[0][0]
+    for key, value in layer.tree.fields:
+        if key.endswith("_param") and type(value) is Message:
+            size = value.get("batch_size")
+            if type(size) is int and size >= 1:
+                return size
+            found = re.search(r"""["']?batch_size["']?\s*[:=]\s*(\d+)""", str(value.get("param_str", "")))
+            if found and int(found.group(1)) >= 1:
+                return int(found.group(1))
+    return None
 
 
 def _text_partial(shape):
@@ -628,13 +665,15 @@ def _input_shapes(input_shapes):
 # ---------------------------------------------------------------------------------------------
 # The walk
 
-def infer(net, phase="TRAIN", input_shapes=None, stages=()):
+def infer(net, phase="TRAIN", input_shapes=None, stages=(), notes=None):
     """Shapes of every blob of `net` in `phase`, and what each layer makes of them.
 
     `input_shapes` maps a top name to a shape: for a data layer whose shapes live in its source
     (Data, HDF5Data) or to override its batch, or for a layer of a type we cannot infer. A
-    3-tuple (C, H, W) for a layer with a batch_size gets that batch prepended; a full shape's
-    first dim becomes the layer's batch (its label top follows). `stages` as for phase_net.
+    3-tuple (C, H, W) is one image: it gets the layer's batch prepended (its batch_size, its
+    declared shape's, its bottom's), else batch 1 with a note; a full shape's first dim becomes
+    the layer's batch (its label top follows). `stages` as for phase_net. `notes`, a list, gets
+    one line for each choice the user should know about.
 
     Returns (shapes, layers): shapes maps each blob to a tuple or None (unknown), as it is after
     the last layer that writes it; layers is a list of LayerShapes in net order.
@@ -644,6 +683,7 @@ def infer(net, phase="TRAIN", input_shapes=None, stages=()):
                           "(dropin_caffe.netgen.upgrade.upgrade_net, or Caffe's upgrade_net_proto_text)")
     check_structure(net)
     given = _input_shapes(input_shapes)
+    notes = notes if notes is not None else []
     declared = len(net.get_all("layer"))
     if "input" in net:  # the deprecated net-level inputs, as the Input layer Caffe makes of them
         net = upgrade_net(net)
@@ -666,7 +706,7 @@ def infer(net, phase="TRAIN", input_shapes=None, stages=()):
             if bottom not in shapes:
                 raise layer.fail("bottom '%s' is not the top of an earlier layer in phase %s; check its "
                                  "name and the include/exclude rules" % (bottom, _phase(phase)))
-        tops, params = _apply(layer, given)
+        tops, params = _apply(layer, given, notes)
         for top, shape in zip(layer.tops, tops):
             _check_count(layer, top, shape)
         shapes.update(zip(layer.tops, tops))
@@ -696,21 +736,32 @@ def _inferable(tree):
     return kind in RULES and kind not in DATA_TYPES
 
 
-def _apply(layer, given):
+def _apply(layer, given, notes):
     weights = len(layer.tree.get_all("loss_weight"))
     if (weights or (layer.type in LOSSES and len(layer.tops) > 1)) and weights != len(layer.tops):
         raise layer.fail("needs one loss_weight per top (%d), got %d; give e.g. loss_weight: 1 loss_weight: 0"
                          % (len(layer.tops), weights))
     if layer.type in DATA_TYPES:
-        return _data(layer, given), 0
+        return _data(layer, given, notes), 0
     result = None
     if not layer.bottoms and _inferable(layer.tree):
         raise layer.fail('needs a "bottom": it computes its tops from a bottom blob, and has none')
-    if all(shape is not None for shape in layer.bottoms) and _inferable(layer.tree):
+    known = all(shape is not None for shape in layer.bottoms)
+    unknown = unknown_fields(layer.tree) if known and _inferable(layer.tree) else []
+    if known and _inferable(layer.tree) and not unknown:
         result = RULES[layer.type](layer)
     if result is None:
         params = 0 if layer.type in PARAMETER_FREE else None
-        return [given.get(top) for top in layer.tops], params
+        if len(layer.tops) == 1 and layer.tree.get_all("bottom") == layer.tops and layer.bottoms[0] is not None:
+            return [layer.bottoms[0]], params  # in place: whatever it computes, the blob keeps its shape
+        if unknown:
+            notes.append("%s has field %s, which this Caffe does not know (a fork's?): its output and the shapes "
+                         "that follow from it are unknown (?)" % (layer.label, ", ".join(unknown)))
+            return [None] * len(layer.tops), None
+        tops = [given.get(top) for top in layer.tops]
+        tops = [_one_image(layer, top, shape, _layer_batch(layer), notes) if shape is not None and len(shape) == 3
+                else shape for top, shape in zip(layer.tops, tops)]
+        return tops, params
     tops, params = result
     if len(tops) != len(layer.tops):
         raise layer.fail("has %d tops, Caffe's %s makes %d" % (len(layer.tops), layer.type, len(tops)))

@@ -5,7 +5,8 @@ Nets usually read databases that are not on this machine (or not in the current 
 which is where Caffe resolves relative sources), so `with_dummy_data` swaps each data layer
 whose source is missing for a DummyData layer with the same name, tops and inferred shapes
 (gaussian data, constant 0 labels). A MemoryData layer is always swapped: it has no source and
-waits for arrays from Python.
+waits for arrays from Python. So are Python and fork data layers whose shapes are known, and
+an Input whose declared shape --input-shape replaced.
 
 Caffe stops the whole process (glog's CHECK) on many bad nets, so everything this module can
 check first it checks first, as ConfigError: shapes (by inference), the text (by caffe_pb2),
@@ -19,7 +20,7 @@ import tempfile
 from . import prototxt
 from .. import native
 from ..errors import ConfigError, DropInCaffeError
-from .prototxt import Message
+from .prototxt import Enum, Message
 from .shapes import infer, phase_net
 from .vocabulary import SOURCE_PARAMS, is_native, phase as _phase
 
@@ -38,9 +39,12 @@ def dummy_layer(layer, shapes):
     tops = [str(top) for top in layer.get_all("top")]
     unknown = [top for top in tops if shapes.get(top) is None]
     if unknown:
-        raise ConfigError("%s '%s': its source is not here, so Caffe cannot read the shape of %s; give it with "
-                          "--input-shape %s=C,H,W (or N,C,H,W)"
-                          % (layer.get("type"), layer.get("name"), ", ".join(map(repr, unknown)), unknown[0]))
+        why = "its source is not here, so Caffe cannot read the shape of"
+        if str(layer.get("type")) == "Python":
+            why = "its module %r is not importable here, so Caffe cannot make" % str(
+                (layer.get("python_param") or Message()).get("module", ""))
+        raise ConfigError("%s '%s': %s %s; give it with --input-shape %s=C,H,W (or N,C,H,W)"
+                          % (layer.get("type"), layer.get("name"), why, ", ".join(map(repr, unknown)), unknown[0]))
     param = Message()
     for i in range(len(tops)):
         filler = [["type", "gaussian"], ["std", 1.0]] if i == 0 else [["type", "constant"], ["value", 0.0]]
@@ -52,11 +56,14 @@ def dummy_layer(layer, shapes):
 
 
 def with_dummy_data(net, phase, shapes, stages=()):
-    """The layers of `net` that Caffe keeps in `phase`, each data layer whose source is missing
-    replaced by a DummyData layer (see `dummy_layer`); every other layer untouched."""
+    """The layers of `net` that Caffe keeps in `phase`, each data layer Caffe cannot run here as
+    inferred replaced by a DummyData layer of the inferred shapes (see `dummy_layer`): a source
+    layer whose source is missing, an Input whose declared shape --input-shape replaced, and any
+    other layer without bottoms whose shapes are known (a Python data layer, whose module may
+    not be importable; a fork's data layer). Every other layer untouched."""
     kept = phase_net(net, phase, stages)
     for field in kept.fields:
-        if field[0] == "layer" and str(field[1].get("type")) in SOURCE_PARAMS and _source_missing(field[1]):
+        if field[0] == "layer" and _stand_in_needed(field[1], shapes):
             field[1] = dummy_layer(field[1], shapes)
     return kept
 
@@ -86,6 +93,46 @@ def check_fillers(layer):
 
 def _clip(text, limit=60):
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _stand_in_needed(layer, shapes):
+    kind, tops = str(layer.get("type")), [str(top) for top in layer.get_all("top")]
+    if kind in SOURCE_PARAMS:
+        return _source_missing(layer)
+    if kind == "Input":
+        declared = [tuple(shape.get_all("dim")) for shape in (layer.get("input_param") or Message()).get_all("shape")]
+        declared = declared * len(tops) if len(declared) == 1 else declared
+        inferred = [shapes.get(top) for top in tops]
+        # Replaced by --input-shape (beyond the batch, which the comparison with Caffe checks)
+        return None not in inferred and (len(declared) != len(inferred) or any(
+            len(d) != len(i) or d[1:] != i[1:] for d, i in zip(declared, inferred)))
+    if kind == "DummyData" or layer.get_all("bottom") or not tops:
+        return False
+    if kind == "Python" and not _importable(str((layer.get("python_param") or Message()).get("module", ""))):
+        return True  # Caffe cannot run it: a DummyData must stand in, so its shapes are needed
+    return None not in [shapes.get(top) for top in tops]
+
+
+def _importable(module):
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def for_caffe(net):
+    """`net` as this Caffe 1.0 reads it: the well-known fork fields that change shapes translated
+    (Pooling `ceil_mode: false` is `round_mode: FLOOR`, `ceil_mode: true` the default CEIL)."""
+    net = net.copy()
+    for layer in net.get_all("layer"):
+        param = layer.get("pooling_param") if str(layer.get("type")) == "Pooling" else None
+        if param is not None and "ceil_mode" in param:
+            ceil = param.get("ceil_mode") in (True, 1)
+            param.remove("ceil_mode")
+            if not ceil and "round_mode" not in param:
+                param.add("round_mode", Enum("FLOOR"))
+    return net
 
 
 def _check_for_caffe(net, text, phase, stages):
@@ -164,13 +211,17 @@ def prove(original, net, solver, shapes):
     """Check an expansion with the Caffe in use: caffe_pb2 parses the emitted net and solver, and
     caffe.Net builds the net in TRAIN and TEST (at batch 1, so that even VGG takes seconds).
 
-    `shapes` maps each phase to the net's inferred shapes. Returns notes for the checks that
-    could not be made (no Caffe here; an input net this Caffe's caffe_pb2 rejects; layer types
-    this Caffe lacks). Raises ConfigError where Caffe rejects the emitted files.
+    Data layers Caffe cannot run here are replaced by DummyData of the inferred shapes
+    (`with_dummy_data`), and well-known fork fields translated (`for_caffe`), so that the rest of
+    the net is still built. `shapes` maps each phase to the net's inferred shapes. Returns notes
+    for the checks that could not be made (no Caffe here; an input net this Caffe's caffe_pb2
+    rejects; compute layers of types this Caffe lacks). Raises ConfigError where Caffe rejects
+    the emitted files (a Python compute layer whose module is not importable, ...).
     """
     notes = []
+    stand_ins = {phase: for_caffe(with_dummy_data(original, phase, shapes[phase])) for phase in shapes}
     try:
-        if not prototxt.check_with_caffe_pb2(prototxt.dumps(original), "net"):
+        if not all(prototxt.check_with_caffe_pb2(prototxt.dumps(stand_ins[phase]), "net") for phase in shapes):
             return ["Caffe is not importable here: the emitted files were checked by shape inference only"]
     except ConfigError:
         notes.append("this Caffe's caffe_pb2 rejects the input net (a fork's layers or fields?): the emitted "
@@ -178,7 +229,7 @@ def prove(original, net, solver, shapes):
         if solver is not None:
             prototxt.check_with_caffe_pb2(prototxt.dumps(solver), "solver", filename="the emitted solver")
         return notes
-    prototxt.check_with_caffe_pb2(prototxt.dumps(net), "net", filename="the emitted net")
+    prototxt.check_with_caffe_pb2(prototxt.dumps(for_caffe(net)), "net", filename="the emitted net")
     if solver is not None:
         prototxt.check_with_caffe_pb2(prototxt.dumps(solver), "solver", filename="the emitted solver")
     if any(is_native(layer) for layer in net.get_all("layer")):
@@ -188,12 +239,14 @@ def prove(original, net, solver, shapes):
             return notes + ["the native layers could not be loaded (%s): the emitted net was checked by caffe_pb2 "
                             "and shape inference, not built" % error]
     import caffe
-    unknown = sorted({str(layer.get("type")) for layer in original.get_all("layer")} - set(caffe.layer_type_list()))
+    known = set(caffe.layer_type_list())
+    unknown = sorted({str(layer.get("type")) for phase in shapes for layer in stand_ins[phase].get_all("layer")}
+                     - known)
     if unknown:
         return notes + ["this Caffe has no layer type %s (a fork's?): the emitted net was checked by caffe_pb2 "
                         "and shape inference, not built" % ", ".join(unknown)]
     for phase in ("TRAIN", "TEST"):
-        load_net(_at_batch_one(with_dummy_data(net, phase, shapes[phase])), phase)
+        load_net(_at_batch_one(for_caffe(with_dummy_data(net, phase, shapes[phase]))), phase)
     return notes
 
 

@@ -20,6 +20,11 @@ ACTIVATION_TYPES = {"ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "Power"
 LOSSES = {"SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss", "HingeLoss",
           "InfogainLoss", "MultinomialLogisticLoss"}
 
+# Followers: the layers that belong to the unit of the layer before them when they are its
+# output's only reader, even when not in place (conv -> BatchNorm -> Scale -> ReLU with separate
+# tops, conv -> ReLU -> LRN). One bottom, one top, the shape kept, per unit or per channel.
+FOLLOWER_TYPES = {"BatchNorm", "Scale", "Bias", "ReLU", "PReLU", "ELU", "TanH", "Sigmoid", "LRN", "Dropout"}
+
 CONV_TYPES = {"Convolution", "Deconvolution"}
 # The layers counted as a net's depth ("13 weight layers").
 WEIGHT_TYPES = CONV_TYPES | {"InnerProduct"}
@@ -71,6 +76,90 @@ def is_native(layer):
 def in_place(layer, blob):
     """The layer reads and writes `blob` alone (ReLU in place, ...)."""
     return layer.get_all("bottom") == [blob] and layer.get_all("top") == [blob]
+
+
+# The fields of Caffe 1.0"s LayerParameter ("layer") and of its *_param messages (caffe.proto).
+CAFFE_FIELDS = {
+    "layer": set("""accuracy_param argmax_param batch_norm_param bias_param blobs bottom clip_param
+            concat_param contrastive_loss_param convolution_param crop_param data_param dropout_param
+            dummy_data_param eltwise_param elu_param embed_param exclude exp_param flatten_param
+            hdf5_data_param hdf5_output_param hinge_loss_param image_data_param include
+            infogain_loss_param inner_product_param input_param log_param loss_param loss_weight
+            lrn_param memory_data_param mvn_param name param parameter_param phase pooling_param
+            power_param prelu_param propagate_down python_param recurrent_param reduction_param
+            relu_param reshape_param scale_param sigmoid_param slice_param softmax_param spp_param
+            swish_param tanh_param threshold_param tile_param top transform_param type
+            window_data_param""".split()),
+    "transform_param": set("crop_size force_color force_gray mean_file mean_value mirror scale".split()),
+    "loss_param": set("ignore_label normalization normalize".split()),
+    "accuracy_param": set("axis ignore_label top_k".split()),
+    "argmax_param": set("axis out_max_val top_k".split()),
+    "batch_norm_param": set("eps moving_average_fraction use_global_stats".split()),
+    "bias_param": set("axis filler num_axes".split()),
+    "clip_param": set("max min".split()),
+    "concat_param": set("axis concat_dim".split()),
+    "contrastive_loss_param": set("legacy_version margin".split()),
+    "convolution_param": set("""axis bias_filler bias_term dilation engine force_nd_im2col group kernel_h kernel_size
+            kernel_w num_output pad pad_h pad_w stride stride_h stride_w weight_filler""".split()),
+    "crop_param": set("axis offset".split()),
+    "data_param": set("""backend batch_size crop_size force_encoded_color mean_file mirror prefetch rand_skip scale
+            source""".split()),
+    "dropout_param": set("dropout_ratio".split()),
+    "dummy_data_param": set("channels data_filler height num shape width".split()),
+    "eltwise_param": set("coeff operation stable_prod_grad".split()),
+    "elu_param": set("alpha".split()),
+    "embed_param": set("bias_filler bias_term input_dim num_output weight_filler".split()),
+    "exp_param": set("base scale shift".split()),
+    "flatten_param": set("axis end_axis".split()),
+    "hdf5_data_param": set("batch_size shuffle source".split()),
+    "hdf5_output_param": set("file_name".split()),
+    "hinge_loss_param": set("norm".split()),
+    "image_data_param": set("""batch_size crop_size is_color mean_file mirror new_height new_width rand_skip root_folder
+            scale shuffle source""".split()),
+    "infogain_loss_param": set("axis source".split()),
+    "inner_product_param": set("axis bias_filler bias_term num_output transpose weight_filler".split()),
+    "input_param": set("shape".split()),
+    "log_param": set("base scale shift".split()),
+    "lrn_param": set("alpha beta engine k local_size norm_region".split()),
+    "memory_data_param": set("batch_size channels height width".split()),
+    "mvn_param": set("across_channels eps normalize_variance".split()),
+    "parameter_param": set("shape".split()),
+    "pooling_param": set("""engine global_pooling kernel_h kernel_size kernel_w pad pad_h pad_w pool round_mode stride
+            stride_h stride_w""".split()),
+    "power_param": set("power scale shift".split()),
+    "prelu_param": set("channel_shared filler".split()),
+    "python_param": set("layer module param_str share_in_parallel".split()),
+    "recurrent_param": set("bias_filler debug_info expose_hidden num_output weight_filler".split()),
+    "reduction_param": set("axis coeff operation".split()),
+    "relu_param": set("engine negative_slope".split()),
+    "reshape_param": set("axis num_axes shape".split()),
+    "scale_param": set("axis bias_filler bias_term filler num_axes".split()),
+    "sigmoid_param": set("engine".split()),
+    "softmax_param": set("axis engine".split()),
+    "spp_param": set("engine pool pyramid_height".split()),
+    "slice_param": set("axis slice_dim slice_point".split()),
+    "swish_param": set("beta".split()),
+    "tanh_param": set("engine".split()),
+    "threshold_param": set("threshold".split()),
+    "tile_param": set("axis tiles".split()),
+    "window_data_param": set("""batch_size bg_threshold cache_images context_pad crop_mode crop_size fg_fraction
+            fg_threshold mean_file mirror root_folder scale source""".split()),
+}
+# The well-known fork fields that shape inference implements (and validation translates).
+FORK_FIELDS = {"pooling_param": {"ceil_mode"}}
+
+
+def unknown_fields(layer):
+    """The fields of `layer` (as "field" or "message.field") that neither Caffe 1.0 nor FORK_FIELDS
+    knows; nested messages such as fillers are not looked into."""
+    found = []
+    for key, value in layer.fields:
+        if key not in CAFFE_FIELDS["layer"]:
+            found.append(key)
+        elif key in CAFFE_FIELDS and type(value) is Message:
+            known = CAFFE_FIELDS[key] | FORK_FIELDS.get(key, set())
+            found += ["%s.%s" % (key, inner) for inner, _ in value.fields if inner not in known]
+    return list(dict.fromkeys(found))
 
 
 # ---------------------------------------------------------------------------------------------
