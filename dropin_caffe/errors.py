@@ -11,3 +11,9 @@ class ConfigError(DropInCaffeError, ValueError):
 
 class CaffeEnvError(DropInCaffeError):
     """The embedded Caffe cannot be built, found or entered."""
+
+
+def clip(text, limit=60):
+    """Text as a message echoes it: whole up to `limit` characters, else its start and "..." (a
+    200,000-character token must not make a 200 KB message)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."

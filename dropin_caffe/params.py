@@ -7,17 +7,12 @@ import json
 import numbers
 import re
 
-from .errors import ConfigError
+from .errors import ConfigError, clip
 
 
 def layer_label(kind, param_str, name=None):
     """How messages refer to a layer: by name when known, else by (the start of) its param_str."""
-    return "%s '%s'" % (kind, _clip(name)) if name else "%s (param_str %s)" % (kind, _clip(repr(param_str)))
-
-
-def _clip(text, limit=60):
-    """Text as a message echoes it: whole up to `limit` characters, else its start."""
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return "%s '%s'" % (kind, clip(name)) if name else "%s (param_str %s)" % (kind, clip(repr(param_str)))
 
 
 # The "name" the generator writes first, found without parsing, so that a param_str that is not
@@ -57,7 +52,7 @@ def text():
 def _show(value):
     """A JSON value as a message echoes it; a value too deep to dump is still described."""
     try:
-        return _clip(json.dumps(value))
+        return clip(json.dumps(value))
     except RecursionError:
         return "a %s nested too deeply to show" % type(value).__name__
 
@@ -71,24 +66,24 @@ def parse(kind, param_str, rules, defaults):
         raise ConfigError("%s: param_str must be a string holding a JSON object, got %s"
                           % (kind, type(param_str).__name__))
     found = _NAME.search(param_str[:10000])
-    label = "%s '%s'" % (kind, _clip(found.group(1))) if found else kind
+    label = "%s '%s'" % (kind, clip(found.group(1))) if found else kind
     try:
         given = json.loads(param_str) if param_str.strip() else {}
     except ValueError as error:
         raise ConfigError("%s: param_str must be a JSON object such as '{\"length\": 1000}', got %s (%s)"
-                          % (label, _clip(repr(param_str)), error)) from None
+                          % (label, clip(repr(param_str)), error)) from None
     except RecursionError:
         # json's decoder recurses once per nesting level; no parameter of ours nests at all.
         raise ConfigError("%s: param_str nests too deeply for JSON (our parameters are flat: "
                           "'{\"length\": 1000}')" % label) from None
     if not isinstance(given, dict):
         raise ConfigError("%s: param_str must be a JSON object such as '{\"length\": 1000}', got %s"
-                          % (label, _clip(repr(param_str))))
+                          % (label, clip(repr(param_str))))
     label = layer_label(kind, param_str, given.get("name") if isinstance(given.get("name"), str) else None)
     for key, value in given.items():
         if key not in rules:
             raise ConfigError('%s: unknown key "%s" in param_str; known keys: %s'
-                              % (label, _clip(key), ", ".join(sorted(rules))))
+                              % (label, clip(key), ", ".join(sorted(rules))))
         rule, check = rules[key]
         if not check(value):
             raise ConfigError('%s: "%s" must be %s, got %s' % (label, key, rule, _show(value)))

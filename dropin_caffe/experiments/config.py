@@ -18,7 +18,7 @@ import os
 import re
 import typing
 
-from ..errors import ConfigError
+from ..errors import ConfigError, clip
 
 
 @dataclasses.dataclass
@@ -140,7 +140,7 @@ def _is_int(value):
 
 def _shown(value):
     text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return clip(text)
 
 
 def slug(name):

@@ -21,7 +21,7 @@ import threading
 import time
 
 from .. import files, native
-from ..errors import ConfigError
+from ..errors import ConfigError, clip
 from ..netgen import prototxt, rewrite, templates
 from ..netgen.expand import expand_net
 from ..netgen.plan import PRESETS
@@ -92,14 +92,10 @@ def check_configurations(experiment, keywords):
         try:
             built = _expand(keywords(arguments), data)
         except ConfigError as error:
-            raise ConfigError('configuration "%s": %s' % (_clip(name), error)) from None
+            raise ConfigError('configuration "%s": %s' % (clip(name), error)) from None
         if built.solver is None:
             raise ConfigError('configuration "%s": it has no solver to train with; give --solver with a net file, '
-                              'or use --template or --preset' % _clip(name))
-
-
-def _clip(text, limit=60):
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+                              'or use --template or --preset' % clip(name))
 
 
 def build_run(experiment, run, data, keywords):

@@ -29,7 +29,7 @@ import os
 import re
 
 from .. import files
-from ..errors import ConfigError
+from ..errors import ConfigError, clip
 
 __all__ = ["Enum", "Message", "PrototxtError", "parse", "dumps", "read", "write",
            "check_with_caffe_pb2"]
@@ -151,11 +151,6 @@ _SIMPLE_ESCAPES = {"n": b"\n", "t": b"\t", "r": b"\r", "a": b"\a", "b": b"\b", "
                    "v": b"\v", "\\": b"\\", "'": b"'", '"': b'"', "?": b"?"}
 
 
-def _clip(token, limit=60):
-    """A token as an error message echoes it: whole up to `limit` characters, else its start."""
-    return token if len(token) <= limit else token[:limit - 3] + "..."
-
-
 class _Parser:
     def __init__(self, text, filename):
         self.text = text
@@ -175,11 +170,11 @@ class _Parser:
             elif kind == "bad":
                 got = '"%s"' % token
             elif kind == "malformed":
-                got = 'a malformed number "%s"' % _clip(token)
+                got = 'a malformed number "%s"' % clip(token)
             elif kind == "string":
                 got = token if len(token) <= 40 else token[:36] + "..." + token[0]
             else:
-                got = '"%s"' % _clip(token)
+                got = '"%s"' % clip(token)
         raise PrototxtError("%s: expected %s, got %s" % (self.where(position), expected, got))
 
     def where(self, position):
@@ -225,7 +220,7 @@ class _Parser:
         elif colon:
             fields.append([name, self.scalar()])
         else:
-            self.fail('":" or "{" after field name "%s"' % _clip(name))
+            self.fail('":" or "{" after field name "%s"' % clip(name))
 
     def items(self, name, fields, depth, messages_only):
         """The rest of a list `[a, b, ...]`: each item becomes one repeated field."""
@@ -247,7 +242,7 @@ class _Parser:
             if kind == "symbol" and token == "]":
                 return
             if not (kind == "symbol" and token == ","):
-                self.fail('"," or "]" in the list for "%s"' % _clip(name), self.i - 1)
+                self.fail('"," or "]" in the list for "%s"' % clip(name), self.i - 1)
 
     def scalar(self):
         tokens = self.tokens
@@ -356,7 +351,7 @@ def _format(value, name):
     if kind is Enum:
         if not _IDENTIFIER.match(value) and not (value[:1] in "-0123456789." and _is_number_literal(value)):
             raise PrototxtError('cannot write field "%s": an Enum must be an identifier, got %s'
-                                % (_clip(name), _clip(repr(value))))
+                                % (clip(name), clip(repr(value))))
         return value
     if kind is str:
         return '"%s"' % (_NEEDS_ESCAPE.sub(_escape_char, value) if _NEEDS_ESCAPE.search(value) else value)
@@ -369,7 +364,7 @@ def _format(value, name):
             return repr(value)
         return "nan" if value != value else ("inf" if value > 0 else "-inf")
     raise PrototxtError('cannot write field "%s": values must be Message, str, Enum, bool, int or float, '
-                        'got %s %s' % (_clip(name), type(value).__name__, _clip(repr(value))))
+                        'got %s %s' % (clip(name), type(value).__name__, clip(repr(value))))
 
 
 def _is_number_literal(text):
@@ -383,7 +378,7 @@ def _dump(message, indent, out, depth):
     pad = "  " * indent
     for name, value in message.fields:
         if type(name) is not str or not _FIELD_NAME.match(name):
-            raise PrototxtError("cannot write a field: names must be identifiers, got %s" % _clip(repr(name)))
+            raise PrototxtError("cannot write a field: names must be identifiers, got %s" % clip(repr(name)))
         if type(value) is Message:
             out.append("%s%s {\n" % (pad, name))
             _dump(value, indent + 1, out, depth + 1)

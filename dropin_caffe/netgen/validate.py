@@ -19,7 +19,7 @@ import tempfile
 
 from . import prototxt
 from .. import native
-from ..errors import ConfigError, DropInCaffeError
+from ..errors import ConfigError, DropInCaffeError, clip
 from .prototxt import Enum, Message
 from .shapes import infer, phase_net
 from .vocabulary import SOURCE_PARAMS, is_native, phase as _phase
@@ -86,13 +86,9 @@ def check_fillers(layer):
                 kind = str(value.get("type", "constant"))
                 if kind not in FILLERS:
                     raise ConfigError("layer '%s': %s type must be one of Caffe's fillers (%s), got %s; Caffe "
-                                      "would abort on it" % (_clip(str(layer.get("name", ""))), key,
-                                                             ", ".join(FILLERS), _clip(repr(kind))))
+                                      "would abort on it" % (clip(str(layer.get("name", ""))), key,
+                                                             ", ".join(FILLERS), clip(repr(kind))))
             pending.append(value)
-
-
-def _clip(text, limit=60):
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _stand_in_needed(layer, shapes):

@@ -3,7 +3,7 @@
 Type strings are Caffe 1.0's (layer_factory and the layer sources); a fork's types are unknown
 here on purpose, and the tools treat them as such (their shapes unknown, carried through).
 """
-from ..errors import ConfigError
+from ..errors import ConfigError, clip
 from .prototxt import Message
 
 PHASES = ("TRAIN", "TEST")
@@ -177,7 +177,7 @@ _KINDS = {str: "a quoted string", int: "an integer", bool: "true or false"}
 
 def _shown(value):
     text = "a message { ... }" if type(value) is Message else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return clip(text)
 
 
 def check_structure(net):
