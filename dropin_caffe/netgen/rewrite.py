@@ -534,7 +534,8 @@ def widen(net, name, width, dropin, shapes, p_top=False, notices=None):
                        "would make them output 0 and never learn)" % (name, given, name))
     wide_shape = tuple(shape[:1]) + (width,) + tuple(shape[2:])
     followers = [(_fresh_copy(m), _in_place(m, m.get("bottom"))) for m in members[1:]]
-    block, extra_end = _chain(extra, followers, taken, shapes, tuple(shape[:1]) + (width - outputs,) + tuple(shape[2:]))
+    extra_shape = tuple(shape[:1]) + (width - outputs,) + tuple(shape[2:])
+    block, extra_end = _chain(extra, followers, taken, shapes, extra_shape)
     wide = _fresh(taken, name + "_wide")
     block.append(Message([["name", wide], ["type", "Concat"], ["bottom", end], ["bottom", extra_end], ["top", wide]]))
     shapes[wide] = wide_shape
