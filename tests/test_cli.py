@@ -175,6 +175,13 @@ REFUSALS = [
     ("regularize-empty-prev", ["{net}", "--regularize", "drop1=0.5:"], ["--regularize", "LAYER=P:BLOB", "drop1=0.5:"]),
     ("regularize-prev-unknown", ["{net}", "--regularize", "drop1=0.5:conv9"],
      ["--regularize drop1=0.5:conv9", "prev must be a blob made before drop1"]),
+    ("widen-not-wider", ["{net}", "--widen", "conv1=4"] + DL,
+     ["--widen conv1=4", "C2, the widened number of outputs", "above conv1's num_output 4"]),
+    ("widen-not-integer", ["{net}", "--widen", "conv1=wide"] + DL, ["--widen", "LAYER=C2", "conv1=wide"]),
+    ("widen-pooling", ["{net}", "--widen", "pool2=8"] + DL, ["--widen pool2=8", "Pooling"]),
+    ("widen-length-missing", ["{net}", "--widen", "conv1=6"], ["--dropin-length", ">= 1", "--no-dropin"]),
+    ("widen-and-replicate", ["{net}", "--widen", "conv2=8", "--replicate", "conv2=1"] + DL,
+     ["--widen conv2 and --replicate conv2", "give one"]),
     ("input-shape-not-integers", ["{net}", "--input-shape", "data=1,a,12"],
      ["--input-shape", "BLOB=C,H,W", "data=1,a,12"]),
     ("input-shape-no-equals", ["{net}", "--input-shape", "data"], ["--input-shape", "BLOB=C,H,W"]),
@@ -699,6 +706,27 @@ def test_caffe_train_runs_the_emitted_net(write, tmp_path, out_dir):
 
 # ---------------------------------------------------------------------------------------------
 # Nets users bring (issue 8)
+
+def test_widen_grows_a_layer_and_notes_its_consumers(tiny, out_dir):
+    """--widen conv1=6 --widen ip1=12: each layer keeps its units, an extra layer and a DropIn join
+    bring the rest; conv2 and ip2 are built for the wider inputs, and a note says so."""
+    code, out, err = expand_net(tiny, "--widen", "conv1=6", "--widen", "ip1=12", "--dropin-length", "50", "--p-top",
+                                "-o", out_dir)
+    assert code == 0, err
+    net = prototxt.read(os.path.join(out_dir, "tiny_dropin.prototxt"))
+    assert layer(net, "conv2").get_all("bottom") == ["conv1_widen"]
+    assert layer(net, "ip2").get_all("bottom") == ["ip1_widen"]
+    assert layer(net, "ip1_wide").get_all("bottom") == ["ip1", "ip1_extra"]
+    assert [item.get("name") for item in net.get_all("layer")][10:16] == [
+        "ip1", "relu3", "drop1", "ip1_extra", "ip1_extra_relu", "ip1_extra_dropout"]  # followers copied
+    assert dropin_names(net) == ["conv1_widen", "ip1_widen"]
+    assert python_config(layer(net, "ip1_widen")) == {"name": "ip1_widen", "length": 50, "iter_size": 1}
+    assert "note: --widen conv1=6: conv2 reads 6 channels instead of 4, so Caffe gives it more input weights; a " \
+           "--weights file trained before the widening cannot load it" in err
+    assert "note: --widen ip1=12: ip2 reads 12 channels instead of 8" in err
+    assert re.search(r"conv1_widen +DropIn +4x6x10x10, 1 ", out)
+    assert re.search(r"conv2 +Convolution +4x6x4x4 +330\b", out)  # 6 * 6 * 3 * 3 weights + 6 biases
+
 
 def test_regularize_prev_is_named_and_may_be_chosen(tiny, out_dir):
     """Issue 8.3: a note names prev and its shape every time; --regularize DROP=P:BLOB chooses it."""

@@ -347,6 +347,49 @@ def test_the_python_api_and_the_tool(write, tmp_path):
     assert shown.returncode == 0 and "--train-val" in shown.stdout
 
 
+WIDEN_BASE = """
+name: "thin"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 1 dim: 8 dim: 8 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 3 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "ip1" type: "InnerProduct" bottom: "conv1" top: "ip1" inner_product_param { num_output: 4 } }
+layer { name: "tanh1" type: "TanH" bottom: "ip1" top: "ip1" }
+layer { name: "scores" type: "InnerProduct" bottom: "ip1" top: "scores" inner_product_param { num_output: 3 } }
+"""
+
+
+@pytest.mark.parametrize("count, merged", [(4, True), (2, False)])
+def test_a_finished_widening_exports_as_one_wide_layer(tmp_path, count, merged):
+    """expand_net --widen at p = 1: conv1 (3 + 2 outputs) and ip1 (4 + 3) each become one layer
+    with the stacked weights, and the export's outputs equal the widened net's. Mid-schedule
+    (p = 0.5) the Concat stays, blended with the padded prev."""
+    expanded = dropin_caffe.expand_net(WIDEN_BASE, widen={"conv1": 5, "ip1": 7}, dropin_length=4)
+    net = str(tmp_path / "wide.prototxt")
+    with open(net, "w") as stream:
+        stream.write(expanded.net_text)
+    weights = save_weights(str(tmp_path / "wide.caffemodel"), net, {"conv1_widen": count, "ip1_widen": count})
+    exported = dropin_caffe.export_net(net, weights, batch=2)
+    assert exported.proof and not exported.failures
+    names = [str(layer.get("name")) for layer in exported.net.get_all("layer")]
+    if not merged:
+        assert "conv1_extra" in names and "conv1_wide" in names
+        return
+    assert names == ["data", "conv1", "relu1", "ip1", "tanh1", "scores"]
+    assert "widening 'conv1' + 'conv1_extra' (Concat 'conv1_wide'): merged into 'conv1' of 5 outputs" \
+        in exported.lines
+    assert exported.weights["conv1"][0].shape == (5, 1, 3, 3) and exported.weights["ip1"][0].shape == (7, 180)
+    stored = caffe.Net(net, caffe.TEST, weights=weights)
+    assert np.array_equal(exported.weights["conv1"][0][3:], stored.params["conv1_extra"][0].data)
+    written = dict(exported.write(str(tmp_path / "out")))
+    merged_net = caffe.Net(written["net"], caffe.TEST, weights=written["weights"])
+    x = np.random.default_rng(5).standard_normal(stored.blobs["data"].data.shape)
+    stored.blobs["data"].data[...] = merged_net.blobs["data"].data[...] = x
+    want, got = stored.forward()["scores"].copy(), merged_net.forward()["scores"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(merged_net.blobs["conv1"].data, stored.blobs["conv1_widen"].data, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # (a) and (b): lenet-deep trained on real MNIST
 

@@ -1,6 +1,8 @@
 """The rewrites on prototxt trees: replicas, their wiring and DropIn joins, regularizing DropIn, stagger."""
 import json
+import re
 
+import caffe
 import numpy
 import pytest
 
@@ -325,3 +327,148 @@ def test_replicate_with_an_unknown_shape_names_the_blob_to_give():
                                           "its input 'squeeze', whose shape is unknown; give it with --input-shape "
                                           "zoomed=C,H,W"):
         rewrite.replicate(net, "squeeze_relu", 1, dropin={"length": 5}, shapes=shapes.infer(net)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# widen: LAYER keeps its C units, an extra layer computes C2 - C more, a gradual DropIn lets them in
+
+def test_widen_emits_the_extra_layer_concat_padded_prev_and_dropin(net):
+    found, _ = shapes.infer(net)
+    notices = []
+    rewrite.widen(net, "conv1", 10, {"length": 100, "iter_size": 1}, found, p_top=True, notices=notices)
+    assert names(net)[2:9] == ["conv1", "relu1", "conv1_extra", "conv1_extra_relu", "conv1_wide", "conv1_padded",
+                               "conv1_widen"]
+    extra = layer(net, "conv1_extra")
+    param = extra.get("convolution_param")
+    assert extra.get_all("bottom") == ["data"] and extra.get_all("top") == ["conv1_extra"]
+    assert (param.get("num_output"), param.get("kernel_size"), param.get("stride")) == (4, 5, 2)  # same geometry
+    assert param.get("weight_filler") == prototxt.parse('type: "xavier"')  # conv1's own
+    assert [spec.get("name") for spec in extra.get_all("param")] == [None, None]  # not tied to conv1's weights
+    relu = layer(net, "conv1_extra_relu")
+    assert relu.get_all("bottom") == relu.get_all("top") == ["conv1_extra"]
+    assert layer(net, "conv1_wide").get("type") == "Concat"
+    assert layer(net, "conv1_wide").get_all("bottom") == ["conv1", "conv1_extra"]
+    assert layer(net, "conv1_padded").get_all("bottom") == ["conv1"]
+    assert config(net, "conv1_padded") == {"name": "conv1_padded", "channels": 10}
+    assert layer(net, "conv1_widen").get_all("bottom") == ["conv1_padded", "conv1_wide"]
+    assert layer(net, "conv1_widen").get_all("top") == ["conv1_widen", "conv1_widen_p"]
+    assert config(net, "conv1_widen") == {"name": "conv1_widen", "length": 100, "iter_size": 1}
+    assert layer(net, "pool1").get_all("bottom") == ["conv1_widen"]
+    assert layer(net, "conv1").get("convolution_param").get("num_output") == 6  # LAYER keeps its C units
+    assert (found["conv1_extra"], found["conv1_wide"], found["conv1_padded"], found["conv1_widen"]) == \
+           ((2, 4, 4, 4), (2, 10, 4, 4), (2, 10, 4, 4), (2, 10, 4, 4))
+    assert found["conv1_widen_p"] == (1,)
+    inferred, _ = shapes.infer(net)
+    assert all(inferred[blob] == shape for blob, shape in found.items() if blob in inferred and blob != "pool1")
+    assert inferred["pool1"] == (2, 10, 2, 2)
+    assert notices == ["--widen conv1=10: ip1 reads 10 channels instead of 6, so Caffe gives it more input weights; "
+                       "a --weights file trained before the widening cannot load it (Caffe stops on the shape "
+                       "mismatch): rename it to start it fresh"]
+
+
+def test_widen_an_inner_product_copies_its_dropout_and_gives_a_live_filler(net):
+    found, _ = shapes.infer(net)
+    notices = []
+    rewrite.widen(net, "ip1", 12, {"length": 10}, found, notices=notices)
+    assert names(net)[5:11] == ["ip1", "drop1", "ip1_extra", "ip1_extra_dropout", "ip1_wide", "ip1_padded"]
+    assert layer(net, "ip1_extra").get("inner_product_param").get("weight_filler") == prototxt.parse('type: "xavier"')
+    assert "the extra units of ip1 get weight_filler xavier: ip1 has none (Caffe's default, constant 0, would make " \
+           "them output 0 and never learn)" in notices
+    assert layer(net, "ip2").get_all("bottom") == ["ip1_widen"]
+    assert found["ip1_widen"] == (2, 12)
+    validate.load_net(net, "TRAIN")
+
+
+def test_widen_without_dropin_is_the_wide_net(net):
+    found, _ = shapes.infer(net)
+    rewrite.widen(net, "conv1", 10, None, found)
+    assert "Python" not in [l.get("type") for l in rewrite.layers(net)]
+    assert layer(net, "pool1").get_all("bottom") == ["conv1_wide"]
+
+
+@pytest.mark.parametrize("name,width,message", [
+    ("pool1", 10, "--widen pool1=10: only a Convolution, Deconvolution or InnerProduct layer can be widened, "
+                  "pool1 is a Pooling layer"),
+    ("conv1", 6, "--widen conv1=6: C2, the widened number of outputs, must be an integer above conv1's num_output 6"),
+    ("ip2", 5, "--widen ip2=5: ip2's output reaches the loss or accuracy layer loss, so widening it would change "
+               "the net's outputs; widen a hidden layer"),
+    ("conv11", 8, "--widen: no layer named 'conv11' in the net; did you mean conv1"),
+])
+def test_widen_errors(net, name, width, message):
+    found, _ = shapes.infer(net)
+    before = prototxt.dumps(net)
+    with pytest.raises(ConfigError) as error:
+        rewrite.widen(net, name, width, {"length": 5}, found)
+    assert message in str(error.value)
+    assert prototxt.dumps(net) == before
+
+
+def forced(caffe_net, join, count):
+    """Set DropIn `join`'s counter (count = high * 2**22 + low) and run the net forward once."""
+    caffe_net.params[join][0].data[...] = (count % 2 ** 22, count // 2 ** 22)
+    caffe_net.forward()
+    return {blob: caffe_net.blobs[blob].data.copy() for blob in caffe_net.blobs}
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_widened_first_units_are_the_layers_at_every_p(phase):
+    """Followers (BatchNorm, Scale, ReLU, LRN across channels) run on each part apart, so the first C
+    units of the join are LAYER's chain's at every p; the extra ones are 0 at p = 0 and the extra
+    layer's at p = 1. TRAIN picks units (exact); TEST blends p * new + (1 - p) * prev (within rounding)."""
+    net = prototxt.parse(SEPARATE_TOPS)
+    found, _ = shapes.infer(net)
+    rewrite.widen(net, "conv1", 7, {"length": 8}, found, p_top=True)
+    assert layer(net, "conv1_wide").get_all("bottom") == ["norm1", "conv1_extra_lrn"]
+    assert layer(net, "conv2").get_all("bottom") == ["conv1_widen"]
+    caffe_net = validate.load_net(net, phase)
+    rng = numpy.random.default_rng(3)
+    caffe_net.blobs["data"].data[...] = rng.normal(size=caffe_net.blobs["data"].data.shape)
+    for count in (0, 2, 4, 6, 8):
+        blobs = forced(caffe_net, "conv1_widen", count)
+        assert blobs["conv1_widen_p"][0] == count / 8
+        joined, first = blobs["conv1_widen"], blobs["norm1"]
+        if phase == "TRAIN":
+            assert numpy.array_equal(joined[:, :4], first)
+        else:
+            numpy.testing.assert_allclose(joined[:, :4], first, rtol=1e-6, atol=1e-7)
+        extra = blobs["conv1_extra_lrn"]
+        if count == 0:
+            assert not joined[:, 4:].any()
+        elif count == 8:
+            assert numpy.array_equal(joined[:, 4:], extra)
+        elif phase == "TEST":
+            numpy.testing.assert_allclose(joined[:, 4:], extra * count / 8, rtol=1e-5, atol=1e-7)
+        else:
+            taken = joined[:, 4:] == extra
+            assert (joined[:, 4:][~taken] == 0).all() and 0 < taken[extra != 0].mean() < 1
+    assert abs(blobs["conv1_extra_lrn"]).max() > 0
+
+
+def test_a_short_training_run_of_a_widened_net_moves_p(tmp_path):
+    """caffe train on a DummyData net widened at conv1: p logged at each iteration grows i / L."""
+    from test_caffe_train import caffe_train
+    text = """
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { shape { dim: 4 dim: 1 dim: 8 dim: 8 } shape { dim: 4 }
+    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 1 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "ip" type: "InnerProduct" bottom: "conv1" top: "ip"
+  inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+    net = prototxt.parse(text)
+    found, _ = shapes.infer(net)
+    rewrite.widen(net, "conv1", 5, {"length": 4, "iter_size": 1}, found, p_top=True)
+    path = tmp_path / "net.prototxt"
+    path.write_text(prototxt.dumps(net))
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "%s"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 6\ndisplay: 1\nsolver_mode: CPU\n'
+                      'snapshot_prefix: "%s"\n' % (path, tmp_path / "snap"))
+    run = caffe_train("python", "--solver=%s" % solver)
+    assert run.returncode == 0, run.stderr[-3000:]
+    logged = [float(p) for p in re.findall(r"\] +Train net output #\d+: conv1_widen_p = (\S+)", run.stderr)]
+    assert logged == [pytest.approx(min(1.0, i / 4)) for i in range(6)]
+    trained = caffe.Net(str(path), caffe.TRAIN, weights=str(tmp_path / "snap_iter_6.caffemodel"))
+    assert int(trained.params["conv1_widen"][0].data[0]) == 6

@@ -265,7 +265,7 @@ def test_unknown_variable_lists_the_templates_variables():
     message = str(error.value)
     assert message.startswith('template "lenet" has no variable "batch_size" (did you mean "')
     assert message.endswith("its variables: backend, crop_size, dropout_ratio, dummy_data, image_shape, mean_file, mean_value, mirror, "
-                            "scale, test_batch_size, test_source, train_batch_size, train_source")
+                            "scale, test_batch_size, test_source, train_batch_size, train_source, widths")
     with pytest.raises(ConfigError, match=r'^template "lenet" has no variable "config"; its variables: '):
         templates.render_net("lenet", config=[64, "M"])
     with pytest.raises(ConfigError, match='its variables: max_iter, net, snapshot_prefix, solver_mode$'):
@@ -286,6 +286,16 @@ def test_bad_values_are_refused(variable, value, rule):
     message = str(error.value)
     assert message.startswith('template "vgg11": variable "%s" must be %s' % (variable, rule))
     assert message.endswith("give it with --set %s=VALUE" % variable)
+
+
+def test_lenet_widths_make_a_thin_lenet():
+    """Issue 16: the thin LeNet that --widen grows back to Caffe's widths."""
+    thin = {lay.name: lay for lay in parse_net(templates.render_net("lenet", widths=[10, 25, 250])).layer}
+    assert [thin[n].convolution_param.num_output for n in ("conv1", "conv2")] == [10, 25]
+    assert thin["ip1"].inner_product_param.num_output == 250
+    with pytest.raises(ConfigError, match=r'variable "widths" must be a list of 3 integers >= 1 \(the outputs of '
+                                          r'conv1, conv2 and ip1\), got \[10, 25\]; give it with --set widths=VALUE'):
+        templates.render_net("lenet", widths=[10, 25])
 
 
 def test_bad_solver_mode_is_refused():

@@ -16,6 +16,7 @@ examples:
   expand_net.py lenet_train_test.prototxt --replicate conv2=3 --no-dropin -o out/   (plain baseline)
   expand_net.py --template alexnet --set train_source=/data/train_lmdb -o out/
   expand_net.py --preset lenet-deep --depth 10 --p-top -o out/
+  expand_net.py lenet_train_test.prototxt --widen conv1=40 --widen ip1=1000 --dropin-length 1000 -o out/
 presets (ours, after the paper's expanded nets):
 %s
 """
@@ -45,6 +46,11 @@ def parser():
                          help="replace Dropout LAYER by a regularizing DropIn taking units from new with "
                               "probability P, else from prev: BLOB, or by default the nearest blob before "
                               "LAYER's input that every path from the inputs passes through")
+    rewrite.add_argument("--widen", action="append", default=[], metavar="LAYER=C2",
+                         type=assignment(int, "LAYER=C2 with an integer C2"),
+                         help="grow conv or fc LAYER to C2 outputs: an extra layer computes the new units, which "
+                              "enter by gradual DropIn while LAYER's own stay unchanged; LAYER's consumers get "
+                              "C2 inputs")
     rewrite.add_argument("--dropin-length", type=int, metavar="L", help="iterations for a new layer to enter")
     rewrite.add_argument("--stagger", type=int, metavar="S", help="DropIn layer i starts entering at i*S")
     rewrite.add_argument("--no-dropin", action="store_true", help="the plain expanded baseline: same replicas, "
@@ -87,7 +93,7 @@ def keywords(args):
     """The `expand_net` keywords of the parsed command line."""
     return dict(
         net=args.net, template=args.template, preset=args.preset, replicate=args.replicate,
-        regularize=args.regularize, dropin_length=args.dropin_length, stagger=args.stagger,
+        regularize=args.regularize, widen=args.widen, dropin_length=args.dropin_length, stagger=args.stagger,
         dropin=not args.no_dropin, p_top=args.p_top, add_activation=args.add_activation,
         replica_kernel=args.replica_kernel, replica_std=args.replica_std, depth=args.depth,
         input_shapes=dict(args.input_shape), solver=args.solver, max_iter=args.max_iter,

@@ -189,9 +189,14 @@ def _pairs(value, option):
 
 
 def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top, add_activation, replica_kernel,
-             replica_std):
+             replica_std, widen=None):
     plan.replicate += _pairs(replicate, "--replicate")
     plan.regularize += _pairs(regularize, "--regularize")
+    plan.widen += _pairs(widen, "--widen")
+    for name, width in plan.widen:
+        if type(width) is not int or width < 2:
+            raise ConfigError("--widen %s=%s: C2, the number of outputs to grow to, must be an integer above the "
+                              "layer's num_output" % (name, width))
     for name, count in plan.replicate:
         if type(count) is not int or count < 1:
             raise ConfigError("--replicate %s=%s: K, the number of replicas, must be >= 1" % (name, count))
@@ -228,15 +233,15 @@ def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top,
     return plan
 
 
-def expand_net(net=None, *, template=None, preset=None, replicate=None, regularize=None, dropin_length=None,
-               stagger=None, dropin=True, p_top=False, add_activation=None, replica_kernel=None, replica_std=None,
+def expand_net(net=None, *, template=None, preset=None, replicate=None, regularize=None, widen=None,
+               dropin_length=None, stagger=None, dropin=True, p_top=False, add_activation=None, replica_kernel=None, replica_std=None,
                depth=None, input_shapes=None, solver=None, max_iter=None, solver_mode=None, settings=None,
                validate=True, native=False):
     """Expand a net into its DropIn variant; returns an `Expansion` (nothing is written).
 
     net: a path, prototxt text or Message (current or V1 format); or template= a built-in stock net,
     or preset= one of our presets after the paper's expanded nets (PRESETS). replicate: {LAYER: K}; regularize:
-    {DROPOUT_LAYER: P or (P, PREV_BLOB)}; dropin=False is --no-dropin (the plain expanded net); input_shapes:
+    {DROPOUT_LAYER: P or (P, PREV_BLOB)}; widen: {LAYER: C2}; dropin=False is --no-dropin (the plain expanded net); input_shapes:
     {BLOB: (C, H, W) or (N, C, H, W)}; settings: template variables (--set); solver: the original
     solver (a path, text or Message); validate=False is --no-validate; native=True emits the native
     (C++) layer types, DropIn and DropInResize, with the same param_str. The other
@@ -244,15 +249,16 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
     """
     name, original, solver_tree, solver_name, plan, data = _source(net, template, preset, depth, settings, solver)
     plan = _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top, add_activation,
-                    replica_kernel, replica_std)
+                    replica_kernel, replica_std, widen)
     plan.native = native
     if net is not None and not plan.rewrites:
-        raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K or --regularize LAYER=P"
+        raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K, --regularize LAYER=P or --widen "
+                          "LAYER=C2"
                           % (net if not is_inline(net) else "the net"))
     data.update(input_shapes or {})
     inferred = []  # what inference chose (a batch, a user's shape over a declared one): once each
     found, original_layers = inference.infer(original, "TRAIN", data, notes=inferred)
-    expanded, notes = plans.apply_plan(original, plan, found, solvers.iter_size(solver_tree))
+    expanded, notes = plans.apply_plan(original, plan, found, solvers.iter_size(solver_tree), data)
     suffix = "_" + plan.suffix if plan.suffix else ""
     emitted_solver = None
     if solver_tree is not None:

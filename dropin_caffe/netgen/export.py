@@ -11,6 +11,9 @@ After training, each layer of ours (Python or native) has an exact stock equival
   test "new") is `new`, p = 0 (or test "prev") is `prev` -- the layer goes and its consumers read
   that blob -- and 0 < p < 1 is an Eltwise SUM with coeff (1 - p, p), the TEST expectation. Its p
   top and counter go. Every layer that then no longer reaches an output of the net goes too.
+- A finished widening (expand_net --widen at p = 1: a Concat of a conv or fc layer and its extra
+  layer, same bottom and geometry, the same per-unit parameter-free followers) becomes the layer
+  alone with both parts' outputs, weights and biases stacked.
 - Resize is linear with fixed weights: a 1x1 Convolution (InnerProduct for (N, C) blobs) holding
   an identity that truncates or zero-pads the channels, and for H and W a Reshape to (N, C, H*W),
   an InnerProduct with axis 2 holding kron(A_h, A_w) of `kernels.interp_matrix`, and a Reshape
@@ -464,6 +467,116 @@ def prune(net, outputs_by_phase, trim_inputs):
 
 
 # ---------------------------------------------------------------------------------------------
+# A finished widening (expand_net --widen) becomes one layer
+
+# Followers that act on each unit alone and hold no parameters: one copy of them on the merged
+# layer computes what the two copies computed on the two parts.
+PER_UNIT_FOLLOWERS = {"ReLU", "TanH", "Sigmoid", "ELU", "AbsVal", "BNLL", "Power", "Dropout"}
+_GEOMETRY_FREE = ("num_output", "weight_filler", "bias_filler")
+
+
+def _part(layers, index, blob):
+    """(the layer that makes `blob` for the layer at `index`, the layers after it working in place
+    on `blob`), or (None, ...) when no layer before makes it."""
+    followers = []
+    for layer in reversed(layers[:index]):
+        if blob in layer.get_all("top"):
+            if vocabulary.in_place(layer, blob):
+                followers.insert(0, layer)
+            else:
+                return layer, followers
+    return None, followers
+
+
+def _same_except(a, b, dropped):
+    """Layers `a` and `b` alike but for their names, tops, parameter specs and `dropped` fields of
+    their *_param messages."""
+    def key(layer):
+        copy = Message([[k, v.copy() if type(v) is Message else v] for k, v in layer.fields
+                        if k not in ("name", "top", "param", "bottom")])
+        for field, value in copy.fields:
+            if field.endswith("_param") and type(value) is Message:
+                for name in dropped:
+                    value.remove(name)
+        return prototxt.dumps(copy)
+    return key(a) == key(b)
+
+
+def _mergeable(layers, index, weights):
+    """(head, extra, extra followers) when the Concat at `index` joins two copies of one conv or fc
+    layer that read the same bottom, each with the same per-unit followers and read by nothing else:
+    a finished widening. None otherwise."""
+    concat = layers[index]
+    param = concat.get("concat_param") or Message()
+    bottoms = concat.get_all("bottom")
+    if len(bottoms) != 2 or param.get("axis", 1) != 1 or param.get("concat_dim", 1) != 1:
+        return None
+    (head, followers), (extra, extra_followers) = (_part(layers, index, blob) for blob in bottoms)
+    if head is None or extra is None or str(head.get("type")) not in ("Convolution", "InnerProduct"):
+        return None
+    if str(extra.get("type")) != str(head.get("type")) or head.get_all("bottom") != extra.get_all("bottom"):
+        return None
+    if not _same_except(head, extra, _GEOMETRY_FREE) or (head.get("inner_product_param") or Message()).get("transpose"):
+        return None
+    if len(followers) != len(extra_followers) or any(
+            str(f.get("type")) not in PER_UNIT_FOLLOWERS or not _same_except(f, g, ()) for f, g in
+            zip(followers, extra_followers)):
+        return None
+    names = (str(head.get("name")), str(extra.get("name")))
+    if any(name not in weights for name in names):
+        return None
+    parts = {id(concat)} | {id(layer) for layer in followers + extra_followers}
+    for blob in bottoms:
+        if any(blob in layer.get_all("bottom") and id(layer) not in parts for layer in layers):
+            return None
+    return head, extra, extra_followers
+
+
+def merge_widenings(net, weights):
+    """`net` with every finished widening (a Concat of a conv or fc layer and its extra layer, see
+    `_mergeable`) merged into the first layer, whose outputs become both parts' (weights and
+    biases stacked in the Concat's order). Returns (net, weights, lines); `weights` is not changed."""
+    layers, weights, lines = list(_layers(net)), dict(weights), []
+    index = 0
+    while index < len(layers):
+        layer = layers[index]
+        found = _mergeable(layers, index, weights) if str(layer.get("type")) == "Concat" else None
+        if found is None:
+            index += 1
+            continue
+        head, extra, extra_followers = found
+        head_name, extra_name = str(head.get("name")), str(extra.get("name"))
+        merged = [np.concatenate([a, b], axis=0) for a, b in zip(weights[head_name], weights[extra_name])]
+        outputs = merged[0].shape[0]
+        del weights[extra_name]
+        weights[head_name] = merged
+        head = head.copy()
+        (head.get("convolution_param") or head.get("inner_product_param")).set("num_output", outputs)
+        blob, joined = str(layer.get("bottom")), str(layer.get("top"))
+        removed = {id(extra), id(layer)} | {id(f) for f in extra_followers}
+        rebuilt = []
+        for other in layers:
+            if id(other) in removed:
+                continue
+            if other is found[0]:
+                other = head
+            elif layers.index(other) > index:
+                _rename_blob(other, joined, blob)
+            rebuilt.append(other)
+        index = rebuilt.index(head) + 1
+        layers = rebuilt
+        lines.append("widening '%s' + '%s' (Concat '%s'): merged into '%s' of %d outputs"
+                     % (head_name, extra_name, layer.get("name"), head_name, outputs))
+    return _with_layers(net, layers), weights, lines
+
+
+def _rename_blob(layer, old, new):
+    for field in layer.fields:
+        if field[0] in ("bottom", "top") and field[1] == old:
+            field[1] = new
+
+
+# ---------------------------------------------------------------------------------------------
 # The pipeline
 
 def _data_shapes(tree, input_shapes, batch):
@@ -576,6 +689,8 @@ def export_net(net, weights, *, batch=1, input_shapes=None, train_val=False, all
             exported_weights[layer_name] = fixed[layer_name]
         elif layer_name in stored and layer_name not in replaced_names:  # not a DropIn's counter
             exported_weights[layer_name] = stored[layer_name]
+    exported, exported_weights, merged = merge_widenings(exported, exported_weights)
+    lines += merged
     original_form = input_form(source, data_shapes) if train_val else source
     exported_form = input_form(exported, data_shapes) if train_val else exported
     proof = _prove(original_form, exported_form, renames, exported_weights, stored, seed) if validate else []

@@ -1,6 +1,6 @@
 """A Plan of rewrites for a net, and our presets after the paper's expanded nets.
 
-A Plan names what to rewrite (`replicate`, `regularize`) and how (DropIn length, stagger, ...);
+A Plan names what to rewrite (`replicate`, `regularize`, `widen`) and how (DropIn length, stagger, ...);
 `apply_plan` applies it to a current-format net. The presets are our versions of the expanded
 nets of Smith, Hand & Doster (2015), built from the stock templates by the same code. Where the
 paper is silent they are our choice: the replicated layers, replica kernels, gaussian std 0.01 of
@@ -10,7 +10,7 @@ import collections
 import dataclasses
 import typing
 
-from . import rewrite
+from . import rewrite, shapes as inference
 from ..errors import ConfigError
 
 
@@ -20,6 +20,7 @@ class Plan:
     blob prev comes from) per Dropout."""
     replicate: typing.List[typing.Tuple[str, int]] = dataclasses.field(default_factory=list)
     regularize: typing.List[typing.Tuple[str, float]] = dataclasses.field(default_factory=list)
+    widen: typing.List[typing.Tuple[str, int]] = dataclasses.field(default_factory=list)
     dropin: bool = True
     length: typing.Optional[int] = None
     stagger: int = 0
@@ -32,7 +33,7 @@ class Plan:
 
     @property
     def rewrites(self):
-        return bool(self.replicate or self.regularize)
+        return bool(self.replicate or self.regularize or self.widen)
 
     @property
     def suffix(self):
@@ -87,11 +88,16 @@ def preset_plan(name, depth=None):
     return preset.template, plan
 
 
-def apply_plan(net, plan, shapes, iter_size=1):
+def apply_plan(net, plan, shapes, iter_size=1, input_shapes=None):
     """Apply `plan` to a copy of `net` (already upgraded). `shapes` are the TRAIN shapes of `net`
-    (`shapes.infer`); the rewrites add the shapes of the blobs they make, so the net is inferred
-    once, not once per rewrite. Returns (expanded net, notes)."""
-    if plan.dropin and plan.replicate and (not isinstance(plan.length, int) or plan.length < 1):
+    (`shapes.infer` with `input_shapes`); the rewrites add the shapes of the blobs they make, so the
+    net is inferred once, not once per rewrite; only widening, which changes the shapes downstream,
+    infers it again. Returns (expanded net, notes)."""
+    both = sorted({name for name, _ in plan.widen} & {name for name, _ in plan.replicate})
+    if both:
+        raise ConfigError("--widen %s and --replicate %s: a layer is either widened or replicated; give one of "
+                          "them" % (both[0], both[0]))
+    if plan.dropin and (plan.replicate or plan.widen) and (not isinstance(plan.length, int) or plan.length < 1):
         raise ConfigError("--dropin-length L must be an integer >= 1 (iterations for new layers to enter), "
                           "got %s; or pass --no-dropin for the plain expanded net" % (plan.length,))
     if plan.stagger < 0:
@@ -99,6 +105,9 @@ def apply_plan(net, plan, shapes, iter_size=1):
     net, shapes, notes = net.copy(), dict(shapes), []
     filler = rewrite.gaussian_filler(plan.replica_std) if plan.replica_std is not None else None
     dropin = {"length": plan.length, "iter_size": iter_size} if plan.dropin else None
+    for name, width in plan.widen:
+        rewrite.widen(net, name, width, dropin, shapes, p_top=plan.p_top, notices=notes)
+        shapes = dict(inference.infer(net, "TRAIN", input_shapes, notes=[])[0])
     for name, count in plan.replicate:
         rewrite.replicate(net, name, count, dropin=dropin, p_top=plan.p_top, activation=plan.activation,
                           kernel=plan.kernel, filler=filler, names=plan.names.get(name), shapes=shapes,

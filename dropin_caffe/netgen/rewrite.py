@@ -12,6 +12,12 @@
   upstream of the Dropout's input through which every path from the net's inputs passes (the
   input of the weight layer before it; after a Concat, the blob its branches split from), or a
   blob the user names; flattened and resized (Resize layer) when the shapes differ.
+- `widen`: grow a Convolution or InnerProduct from C to C2 outputs. The layer keeps its C units;
+  an extra layer (same bottom and geometry, fresh weights) computes the other C2 - C; new is the
+  Concat of the two, prev the layer's output zero-padded to C2 channels (Resize), and a gradual
+  DropIn joins them: the first C units are the layer's at every p, the extra ones grow in from
+  zero. The paper names starting thin and adding units during training as future work; this
+  construction is our choice. The consumers are built for C2 inputs (Caffe re-derives their weights).
 - `stagger`: replica i (in net order) starts entering at iteration i * S, our choice after the
   paper's future work of DropIn layers entering at different iterations.
 
@@ -25,8 +31,8 @@ import math
 
 from ..errors import ConfigError
 from .prototxt import Message
-from .vocabulary import ACTIVATION_TYPES, CONV_TYPES, DROPIN_MODULE, FOLLOWER_TYPES, NATIVE_TYPES, \
-    in_place as _in_place, is_data, is_loss, our_layer
+from .vocabulary import ACTIVATION_TYPES, CONV_TYPES, DROPIN_MODULE, FOLLOWER_TYPES, LEARNED_TYPES, NATIVE_TYPES, \
+    WEIGHT_TYPES, in_place as _in_place, is_data, is_loss, our_layer
 
 
 def layers(net):
@@ -280,20 +286,10 @@ def replicate(net, name, count, dropin=None, p_top=False, activation=None, kerne
             if frozen:
                 notices.append("replicas of %s train their BatchNorm statistics: use_global_stats: true of %s is "
                                "not copied" % (name, ", ".join(frozen)))
-        block, blob = [replica], replica_name
         followers = [(_fresh_copy(m), _in_place(m, m.get("bottom"))) for m in members[1:]]
         if activation and not any(m.get("type") in ACTIVATION_TYPES for m in members):
             followers.append((Message([["name", ""], ["type", activation]]), True))
-        for follower, in_place in followers:  # named after the replica and their type: conv3_1_relu, ...
-            base = "%s_%s" % (replica_name, follower.get("type").lower())
-            follower.set("name", _fresh(taken, next(
-                n for n in [base] + ["%s%d" % (base, i) for i in range(2, 99)] if n not in taken)))
-            follower.set("bottom", blob)
-            if not in_place:
-                blob = follower.get("name")
-            follower.set("top", blob)
-            shapes[blob] = shape
-            block.append(follower)
+        block, blob = _chain(replica, followers, taken, shapes, shape)
         if dropin is not None:
             join = _fresh(taken, replica_name + "_dropin")
             if p_top:
@@ -308,6 +304,24 @@ def replicate(net, name, count, dropin=None, p_top=False, activation=None, kerne
     all_layers = layers(net)
     _rewire(all_layers[all_layers.index(inserted[-1]) + 1:], end, chain)
     return net
+
+
+def _chain(head, followers, taken, shapes, shape):
+    """[head, followers...] wired one after the other from head's top, the followers named after
+    head and their type (conv3_1_relu, ...); returns (layers, the last top). Each top gets `shape`."""
+    block, blob = [head], head.get("top")
+    shapes[blob] = shape
+    for follower, in_place in followers:
+        base = "%s_%s" % (head.get("name"), follower.get("type").lower())
+        follower.set("name", _fresh(taken, next(
+            n for n in [base] + ["%s%d" % (base, i) for i in range(2, 99)] if n not in taken)))
+        follower.set("bottom", blob)
+        if not in_place:
+            blob = follower.get("name")
+        follower.set("top", blob)
+        shapes[blob] = shape
+        block.append(follower)
+    return block, blob
 
 
 def _insert_after(net, anchor, new_layers):
@@ -435,6 +449,115 @@ def regularize(net, name, p_new, shapes, iter_size=1, p_top=False, notices=None,
     net.fields = [field for field in net.fields if field[1] is not dropout]
     all_layers = layers(net)
     _rewire(all_layers[all_layers.index(block[-1]) + 1:], new, top)
+    return net
+
+
+def _consumers(later_layers, blob):
+    """(names of the layers with learned parameters whose input grows with `blob`'s channels, names of
+    the loss and accuracy layers it reaches): through the layers that carry channels along (Pooling,
+    ReLU, BatchNorm, Concat, ...) up to the first weight layer on each path."""
+    grown, learned, final = {blob}, [], []
+    for layer in later_layers:
+        if not grown & set(layer.get_all("bottom")):
+            continue
+        kind = layer.get("type")
+        if is_loss(kind) or kind == "Accuracy":
+            final.append(layer.get("name"))
+        if kind in LEARNED_TYPES:
+            learned.append(layer.get("name"))
+        if kind not in WEIGHT_TYPES:
+            grown |= set(layer.get_all("top"))
+    return learned, final
+
+
+def _axis(layer):
+    param = layer.get("convolution_param") or layer.get("inner_product_param") or Message([])
+    return param.get("axis", 1)
+
+
+def widen(net, name, width, dropin, shapes, p_top=False, notices=None):
+    """Grow layer `name` (Convolution, Deconvolution or InnerProduct, C outputs) to `width` = C2
+    outputs by gradual DropIn (see the module docstring); returns the net.
+
+    The layer keeps its C units (its name and weights); the extra layer NAME_extra, a fresh copy
+    with the same bottom and geometry, computes the C2 - C others. Each part has its own copy of
+    the layer's followers, so a follower that mixes channels (LRN across channels) never mixes the
+    two parts and the first C units stay exactly the layer's. new = Concat NAME_wide of both ends
+    (C2 channels), prev = the layer's end zero-padded to C2 channels by Resize NAME_padded, joined by
+    DropIn NAME_widen, which the layer's consumers read. `shapes` gets the new blobs' shapes; the
+    consumers' own shapes change (re-infer them), and a note names those with learned parameters.
+    """
+    notices = notices if notices is not None else []
+    option = "--widen %s=%s" % (name, width)
+    original = find_layer(net, name, "--widen")
+    kind = original.get("type")
+    if kind not in CONV_TYPES and kind != "InnerProduct":
+        raise ConfigError("%s: only a Convolution, Deconvolution or InnerProduct layer can be widened, %s is a "
+                          "%s layer" % (option, name, kind))
+    if len(original.get_all("top")) != 1 or len(original.get_all("bottom")) != 1:
+        raise ConfigError("%s: only a layer with one bottom and one top can be widened, %s has %d and %d"
+                          % (option, name, len(original.get_all("bottom")), len(original.get_all("top"))))
+    param = original.get("convolution_param") or original.get("inner_product_param")
+    if _axis(original) != 1:
+        raise ConfigError("%s: units are widened along axis 1, %s computes along axis %s; widen a layer with "
+                          "the default axis" % (option, name, _axis(original)))
+    if param.get("group", 1) != 1:
+        raise ConfigError("%s: a grouped convolution (group: %s) cannot be widened; widen a layer with group 1"
+                          % (option, param.get("group")))
+    outputs = param.get("num_output")
+    if type(width) is not int or not isinstance(outputs, int) or width <= outputs:
+        raise ConfigError("%s: C2, the widened number of outputs, must be an integer above %s's num_output %s"
+                          % (option, name, outputs))
+    shape = shapes.get(original.get("top"))
+    if shape is None:
+        origin = _unknown_origin(net, original.get("bottom"), original, shapes)[0]
+        raise ConfigError("%s: the shape of %s's output is unknown; give the shape of '%s' with --input-shape "
+                          "%s=C,H,W" % (option, name, origin, origin))
+    members = unit(net, original)
+    end = members[-1].get("top")
+    all_layers = layers(net)
+    later = all_layers[all_layers.index(members[-1]) + 1:]
+    learned, final = _consumers(later, end)
+    if final:
+        raise ConfigError("%s: %s's output reaches the loss or accuracy layer %s, so widening it would change "
+                          "the net's outputs; widen a hidden layer" % (option, name, final[0]))
+    taken = _names(net) | _blobs(net)
+    extra = _fresh_copy(original)
+    extra.set("name", _fresh(taken, name + "_extra"))
+    extra.set("top", extra.get("name"))
+    extra_param = extra.get("convolution_param") or extra.get("inner_product_param")
+    extra_param.set("num_output", width - outputs)
+    if _dead(extra_param.get("weight_filler")):
+        given = "msra" if kind in CONV_TYPES else "xavier"
+        extra_param.set("weight_filler", Message([["type", given]]))
+        notices.append("the extra units of %s get weight_filler %s: %s has none (Caffe's default, constant 0, "
+                       "would make them output 0 and never learn)" % (name, given, name))
+    wide_shape = tuple(shape[:1]) + (width,) + tuple(shape[2:])
+    followers = [(_fresh_copy(m), _in_place(m, m.get("bottom"))) for m in members[1:]]
+    extra_shape = tuple(shape[:1]) + (width - outputs,) + tuple(shape[2:])
+    block, extra_end = _chain(extra, followers, taken, shapes, extra_shape)
+    wide = _fresh(taken, name + "_wide")
+    block.append(Message([["name", wide], ["type", "Concat"], ["bottom", end], ["bottom", extra_end], ["top", wide]]))
+    shapes[wide] = wide_shape
+    join = wide  # without DropIn (the plain baseline) the consumers read the Concat: the wide net itself
+    if dropin is not None:
+        padded = _fresh(taken, name + "_padded")
+        block.append(resize_layer(padded, end, padded, (shape[0], width)))
+        join = _fresh(taken, name + "_widen")
+        if p_top:
+            shapes[_fresh(taken, join + "_p")] = (1,)
+        block.append(dropin_layer(join, padded, wide, join, dropin, p_top))
+        shapes[join] = shapes[padded] = wide_shape
+    _insert_after(net, members[-1], block)
+    all_layers = layers(net)
+    _rewire(all_layers[all_layers.index(block[-1]) + 1:], end, join)
+    if learned:
+        one = len(learned) == 1
+        them = "it" if one else "them"
+        notices.append("--widen %s=%d: %s read%s %d channels instead of %d, so Caffe gives %s more input weights; "
+                       "a --weights file trained before the widening cannot load %s (Caffe stops on the shape "
+                       "mismatch): rename %s to start %s fresh" % (name, width, ", ".join(learned), "s" if one else "",
+                                                                  width, outputs, them, them, them, them))
     return net
 
 

@@ -74,7 +74,7 @@ def _vgg(config, name):
 
 NETS = {
     "lenet": NetTemplate("lenet.prototxt.j2", dict(_data([1, 28, 28], *_MNIST, 64, 100, scale=0.00390625),
-                                                   dropout_ratio=None),
+                                                   dropout_ratio=None, widths=[20, 50, 500]),
                          "lenet_solver.prototxt.j2", _solver("lenet", 10000)),
     "cifar10_quick": NetTemplate("cifar10_quick.prototxt.j2", _data([3, 32, 32], *_CIFAR10, 100, 100, mean_file=_CIFAR10_MEAN),
                                  "cifar10_quick_solver.prototxt.j2", _solver("cifar10_quick", 4000)),
@@ -120,6 +120,8 @@ RULES = {
     "config": ('a list of conv widths (integers >= 1) and "M" (2x2 max pool), such as [64, "M", 128, "M"]',
                _is_vgg_config),
     "weight_filler": params.choice("gaussian", "xavier"),
+    "widths": ("a list of 3 integers >= 1 (the outputs of conv1, conv2 and ip1)", lambda value: isinstance(
+        value, (list, tuple)) and len(value) == 3 and all(params.integer(1)[1](v) for v in value)),
     "dropout_ratio": _optional(("a number with 0 < value < 1", lambda value: _is_number(value) and 0 < value < 1)),
     "net": params.text(),
     "snapshot_prefix": params.text(),
