@@ -234,18 +234,19 @@ def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top,
 
 
 def expand_net(net=None, *, template=None, preset=None, replicate=None, regularize=None, widen=None,
-               dropin_length=None, stagger=None, dropin=True, p_top=False, add_activation=None, replica_kernel=None, replica_std=None,
-               depth=None, input_shapes=None, solver=None, max_iter=None, solver_mode=None, settings=None,
-               validate=True, native=False):
+               dropin_length=None, stagger=None, dropin=True, p_top=False, add_activation=None, replica_kernel=None,
+               replica_std=None, depth=None, input_shapes=None, solver=None, max_iter=None, solver_mode=None,
+               settings=None, validate=True, native=False):
     """Expand a net into its DropIn variant; returns an `Expansion` (nothing is written).
 
-    net: a path, prototxt text or Message (current or V1 format); or template= a built-in stock net,
-    or preset= one of our presets after the paper's expanded nets (PRESETS). replicate: {LAYER: K}; regularize:
-    {DROPOUT_LAYER: P or (P, PREV_BLOB)}; widen: {LAYER: C2}; dropin=False is --no-dropin (the plain expanded net); input_shapes:
-    {BLOB: (C, H, W) or (N, C, H, W)}; settings: template variables (--set); solver: the original
-    solver (a path, text or Message); validate=False is --no-validate; native=True emits the native
-    (C++) layer types, DropIn and DropInResize, with the same param_str. The other
-    keywords are the flags of the same names.
+    net: a path, prototxt text or Message (current or V1 format); or template= a built-in stock
+    net, or preset= one of our presets after the paper's expanded nets (PRESETS).
+    replicate: {LAYER: K}; regularize: {DROPOUT_LAYER: P or (P, PREV_BLOB)}; widen: {LAYER: C2};
+    dropin=False is --no-dropin (the plain expanded net); input_shapes: {BLOB: (C, H, W) or
+    (N, C, H, W)}; settings: template variables (--set); solver: the original solver (a path, text
+    or Message); validate=False is --no-validate; native=True emits the native (C++) layer types,
+    DropIn and DropInResize, with the same param_str. The other keywords are the flags of the
+    same names.
     """
     name, original, solver_tree, solver_name, plan, data = _source(net, template, preset, depth, settings, solver)
     plan = _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top, add_activation,
@@ -253,8 +254,7 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
     plan.native = native
     if net is not None and not plan.rewrites:
         raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K, --regularize LAYER=P or --widen "
-                          "LAYER=C2"
-                          % (net if not is_inline(net) else "the net"))
+                          "LAYER=C2" % (net if not is_inline(net) else "the net"))
     data.update(input_shapes or {})
     inferred = []  # what inference chose (a batch, a user's shape over a declared one): once each
     found, original_layers = inference.infer(original, "TRAIN", data, notes=inferred)
@@ -264,7 +264,7 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
     if solver_tree is not None:
         emitted_solver = solvers.expanded_solver(solver_tree, name + suffix + ".prototxt", plan.suffix, max_iter,
                                                  solver_mode)
-        if emitted_solver.get("solver_mode") == "GPU":
+        if emitted_solver.get("solver_mode") == "GPU" and not native:
             notes.append("Caffe's `caffe train` refuses Python layers with several GPUs (--gpu=0,1); use "
                          "one GPU, or pycaffe's python/train.py --solver %s --gpus 0 1" % (solver_name + suffix +
                                                                                            ".prototxt"))
