@@ -150,7 +150,8 @@ def apply_plan(net, plan, shapes, iter_size=1):
     if plan.length_growth != 1:
         if not plan.dropin:
             raise ConfigError("--length-growth tailors DropIn lengths; it needs DropIn (drop --no-dropin)")
-        check_length_growth(plan.length_growth, plan.length, len(rewrite.dropin_configs(net)))
+        gradual = [c for _, c in rewrite.dropin_configs(net) if c.get("mode", "gradual") == "gradual"]
+        check_length_growth(plan.length_growth, plan.length, len(gradual))
         rewrite.tailor_lengths(net, plan.length, plan.length_growth)
     if plan.stagger:
         rewrite.stagger(net, plan.stagger)
