@@ -214,6 +214,15 @@ REFUSALS = [
     ("depth-without-preset", ["{net}", "--depth", "3"], ["--depth", "lenet-deep"]),
     ("depth-other-preset", ["--preset", "cifar10-11", "--depth", "3"], ["--depth", "lenet-deep"]),
     ("depth-zero", ["--preset", "lenet-deep", "--depth", "0"], ["--depth", ">= 1"]),
+    ("width-without-preset", ["{net}", "--replicate", "conv2=1", "--width", "8"] + DL, ["--width", "lenet-deep"]),
+    ("width-other-preset", ["--preset", "cifar10-11", "--width", "8"], ["--width", "lenet-deep"]),
+    ("width-zero", ["--preset", "lenet-deep", "--width", "0"], ["--width", ">= 1", "got 0"]),
+    ("length-growth-zero", ["--preset", "lenet-deep", "--length-growth", "0"], ["--length-growth", "> 0", "got 0.0"]),
+    ("length-growth-nan", ["--preset", "lenet-deep", "--length-growth", "nan"], ["--length-growth", "got nan"]),
+    ("length-growth-plain", ["--preset", "lenet-deep", "--length-growth", "1.1", "--no-dropin"],
+     ["--length-growth", "--no-dropin"]),
+    ("length-growth-overflow", ["--preset", "lenet-deep", "--depth", "100", "--length-growth", "2"],
+     ["--length-growth 2.0", "2**62", "smaller G"]),
 ]
 
 
@@ -783,3 +792,46 @@ def test_forks_ceil_mode_is_inferred_and_validated(write, out_dir):
     assert "not built" not in err and "shape inference only" not in err
     emitted = prototxt.read(os.path.join(out_dir, "floor_dropin.prototxt"))
     assert layer(emitted, "pool1").get("pooling_param").get("ceil_mode") is False
+
+
+# ---------------------------------------------------------------------------------------------
+# Deep thin stacks (issue 15): --width, --length-growth, a large --depth
+
+def test_width_and_tailored_lengths_reach_the_written_net(out_dir):
+    code, out, err = expand_net("--preset", "lenet-deep", "--depth", "4", "--width", "8", "--dropin-length", "100",
+                                "--length-growth", "1.5", "--stagger", "30", "-o", out_dir)
+    assert code == 0, err
+    assert re.search(r"^ conv2_4 +Convolution +64x8x8x8 +584\b", out, re.M), out  # 8 * 8 * 3 * 3 + 8
+    assert re.search(r"^ ip1 +InnerProduct +64x500 +64,500\b", out, re.M), out  # 500 * 4 * 4 * 8 + 500
+    deep = prototxt.read(os.path.join(out_dir, "lenet_deep_dropin.prototxt"))
+    configs = [python_config(layer(deep, n)) for n in dropin_names(deep)]
+    assert [(c["length"], c["start"]) for c in configs] == [(100, 0), (150, 30), (225, 60), (338, 90)]
+
+
+def test_a_deep_thin_net_trains_under_caffe_and_every_p_moves(tmp_path, out_dir):
+    """lenet-deep at depth 20, width 8, staggered with tailored lengths, under the real `caffe train`:
+    every one of the 20 DropIns logs a p that rises over 40 iterations, to the value its schedule gives."""
+    from dropin_caffe.experiments.logs import parse_log
+
+    code, _, err = expand_net("--preset", "lenet-deep", "--depth", "20", "--width", "8", "--dropin-length", "20",
+                              "--length-growth", "1.05", "--stagger", "1", "--p-top", "--set", "dummy_data=true",
+                              "--set", "train_batch_size=16", "--set", "test_batch_size=4", "-q", "-o", out_dir)
+    assert code == 0, err
+    net = os.path.join(out_dir, "lenet_deep_dropin.prototxt")
+    solver = str(tmp_path / "deep_solver.prototxt")
+    with open(solver, "w") as f:
+        f.write('net: "%s"\nbase_lr: 0.01\nlr_policy: "fixed"\nmomentum: 0.9\nmax_iter: 40\ntest_iter: 1\n'
+                'test_interval: 1000\ntest_initialization: false\ndisplay: 1\nsolver_mode: CPU\n'
+                'snapshot_prefix: "%s"\n' % (net, tmp_path / "deep"))
+    environ = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
+    run = subprocess.run(["caffe", "train", "--solver=" + solver], cwd=str(tmp_path), env=environ,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = parse_log(run.stderr)
+    assert log.finished
+    p = {name: values for (_, name), values in log.outputs("train").items() if name.endswith("_dropin_p")}
+    assert sorted(p) == sorted("conv2_%d_dropin_p" % i for i in range(1, 21))
+    for i in range(1, 21):  # DropIn i starts at i - 1 with length round(20 * 1.05 ** (i - 1))
+        values = p["conv2_%d_dropin_p" % i]
+        length = round(20 * 1.05 ** (i - 1))
+        assert values[39] > values[0] and values[39] == pytest.approx(min(1, (39 - (i - 1)) / length), abs=1e-6)

@@ -96,6 +96,51 @@ def test_lenet_deep_depth_and_fillers():
         plans.preset_plan("cifar10-11", depth=3)
 
 
+def test_lenet_deep_width_sets_conv2_and_its_replicas_channels(tmp_path):
+    """--width C: conv2 and every added layer have C channels, ip1 reads 4*4*C values; Caffe builds it
+    (expand_net validates in Caffe) and its weight blobs have those shapes."""
+    import caffe
+
+    expansion = expand_net(preset="lenet-deep", depth=3, width=8, settings={"dummy_data": True, "train_batch_size": 2,
+                                                                            "test_batch_size": 2})
+    found = expansion.shapes["TRAIN"]
+    assert [found[b] for b in ("conv2", "conv2_1", "conv2_3", "conv2_3_dropin", "pool2")] == \
+        [(2, 8, 8, 8)] * 4 + [(2, 8, 4, 4)]
+    rows = {row.layer: row for row in expansion.rows}
+    assert rows["ip1"].params == 500 * 4 * 4 * 8 + 500 and rows["conv2_2"].params == 8 * 8 * 3 * 3 + 8
+    path = str(tmp_path / "deep.prototxt")
+    prototxt.write(path, expansion.net)
+    net = caffe.Net(path, caffe.TRAIN)
+    assert net.params["conv2"][0].data.shape == (8, 20, 5, 5)
+    assert [net.params["conv2_%d" % i][0].data.shape for i in (1, 2, 3)] == [(8, 8, 3, 3)] * 3
+    assert net.params["ip1"][0].data.shape == (500, 128)
+    assert expand_net(preset="lenet-deep", depth=1, validate=False).shapes["TRAIN"]["conv2_1"][1] == 50  # default
+    with pytest.raises(ConfigError, match=r"^--width must be an integer >= 1 \(channels of conv2 and the added layers\), "
+                                          r"got 0$"):
+        plans.preset_plan("lenet-deep", width=0)
+    with pytest.raises(ConfigError, match="^--width applies to the lenet-deep preset only$"):
+        plans.preset_plan("alexnet-13", width=8)
+
+
+def test_lenet_deep_at_depth_100_joins_every_layer_in_turn_and_builds_in_caffe():
+    """100 added layers, staggered with tailored lengths: names, the chain of joins (DropIn i joins
+    DropIn i-1's output, prev, with replica i's ReLU output, new), shapes, and Caffe's own check."""
+    expansion = expand_net(preset="lenet-deep", depth=100, width=4, dropin_length=50, stagger=5, length_growth=1.01,
+                           settings={"dummy_data": True, "train_batch_size": 1, "test_batch_size": 1})
+    layers = {layer.get("name"): layer for layer in expansion.net.get_all("layer")}
+    configs = rewrite.dropin_configs(expansion.net)
+    assert [layer.get("name") for layer, _ in configs] == ["conv2_%d_dropin" % i for i in range(1, 101)]
+    for i, (join, config) in enumerate(configs, 1):
+        prev = "conv2" if i == 1 else "conv2_%d_dropin" % (i - 1)
+        assert join.get_all("bottom") == [prev, "conv2_%d" % i]
+        assert layers["conv2_%d" % i].get("bottom") == prev
+        assert layers["conv2_%d_relu" % i].get_all("top") == ["conv2_%d" % i]
+        assert (config["start"], config["length"]) == (5 * (i - 1), round(50 * 1.01 ** (i - 1)))
+        assert expansion.shapes["TRAIN"]["conv2_%d_dropin" % i] == (1, 4, 8, 8)
+    assert layers["pool2"].get("bottom") == "conv2_100_dropin"
+    assert expansion.expanded.weight_layers == 104
+
+
 def test_expand_needs_a_length_for_dropin():
     net = prototxt.parse(templates.render_net("lenet", dummy_data=True))
     with pytest.raises(ConfigError, match="--dropin-length L must be an integer >= 1"):

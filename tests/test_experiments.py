@@ -242,3 +242,21 @@ def test_ctrl_c_is_one_line_exit_130(tmp_path, short, capsys, monkeypatch):
     lines = err.strip().splitlines()
     assert code == 130 and out == ""
     assert lines == ["run_experiments.py: stopped; finished runs are kept, run the same command to go on"], err
+
+
+def test_deep_experiment_schedules_end_where_its_description_says():
+    """`deep` (issue 15): 100 added 16-channel layers; the together run's DropIns are in at L, the two
+    staggered ones' last at about 1990, before the 2500 iterations end; plain has no DropIn."""
+    from dropin_caffe.netgen import rewrite
+    from dropin_caffe.netgen.expand import expand_net
+
+    experiment = config.load("deep")
+    ends = {}
+    for configuration, arguments in experiment.configurations.items():
+        keywords = dict(run_experiments.keywords(arguments), validate=False)
+        expansion = expand_net(**keywords)
+        assert expansion.expanded.weight_layers == 104 and expansion.shapes["TRAIN"]["pool2"][1] == 16
+        configs = [c for _, c in rewrite.dropin_configs(expansion.net)]
+        ends[configuration] = max((c.get("start", 0) + c["length"] for c in configs), default=None)
+    assert list(ends.values()) == [None, 1000, 1990, 990 + round(500 * 1.007 ** 99)]
+    assert 1980 <= ends["depth 100, DropIn staggered S=10 L=500*1.007^i"] <= 2000 < experiment.iterations

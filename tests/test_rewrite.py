@@ -165,6 +165,17 @@ def test_stagger_sets_each_gradual_join_to_start_in_turn(net):
     assert starts == [0, 40, 80, None]  # the regularizing DropIn has no schedule
 
 
+def test_tailored_lengths_grow_by_the_factor_and_leave_starts_to_stagger(net):
+    rewrite.replicate(net, "conv1", 4, dropin={"length": 10})
+    rewrite.regularize(net, "drop1", 0.5, shapes.infer(net)[0])
+    rewrite.tailor_lengths(net, 10, 1.5)
+    rewrite.stagger(net, 7)
+    configs = [c for _, c in rewrite.dropin_configs(net)]
+    assert [(c.get("length"), c.get("start")) for c in configs] == [(10, 0), (15, 7), (22, 14), (34, 21), (None, None)]
+    rewrite.tailor_lengths(net, 2, 0.1)  # shrinking lengths stop at 1 iteration
+    assert [c.get("length") for _, c in rewrite.dropin_configs(net)] == [2, 1, 1, 1, None]
+
+
 def test_regularize_flattens_without_a_resize_when_the_flat_size_already_matches():
     net = prototxt.parse(NET.replace("inner_product_param { num_output: 8 }", "inner_product_param { num_output: 24 }"))
     rewrite.regularize(net, "drop1", 0.5, shapes.infer(net)[0])  # pool1 is 6x2x2 = 24 values a sample

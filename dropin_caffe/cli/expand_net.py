@@ -53,6 +53,8 @@ def parser():
                               "C2 inputs")
     rewrite.add_argument("--dropin-length", type=int, metavar="L", help="iterations for a new layer to enter")
     rewrite.add_argument("--stagger", type=int, metavar="S", help="DropIn layer i starts entering at i*S")
+    rewrite.add_argument("--length-growth", type=float, metavar="G", help="tailored lengths: DropIn layer i gets "
+                         "length round(L * G**i) (default 1: all L)")
     rewrite.add_argument("--no-dropin", action="store_true", help="the plain expanded baseline: same replicas, "
                                                                   "no DropIn")
     rewrite.add_argument("--p-top", action="store_true", help="DropIn layers output p so Caffe's log shows it")
@@ -63,6 +65,8 @@ def parser():
                          "DropInResize; built on first use, see README) instead of Python layers")
     rewrite.add_argument("--replica-std", type=float, metavar="STD", help="replicas' weights from gaussian(STD)")
     rewrite.add_argument("--depth", type=int, metavar="N", help="lenet-deep: how many conv layers to add")
+    rewrite.add_argument("--width", type=int, metavar="C", help="lenet-deep: channels of conv2 and the added "
+                         "layers (default 50)")
     rewrite.add_argument("--input-shape", action="append", default=[], metavar="BLOB=C,H,W",
                          type=assignment(shape, "BLOB=C,H,W (or N,C,H,W) with integers"),
                          help="shape of a data layer's top (C,H,W: one image, the batch is the layer's own, "
@@ -94,8 +98,10 @@ def keywords(args):
     return dict(
         net=args.net, template=args.template, preset=args.preset, replicate=args.replicate,
         regularize=args.regularize, widen=args.widen, dropin_length=args.dropin_length, stagger=args.stagger,
+        length_growth=args.length_growth,
         dropin=not args.no_dropin, p_top=args.p_top, add_activation=args.add_activation,
         replica_kernel=args.replica_kernel, replica_std=args.replica_std, depth=args.depth,
+        width=args.width,
         input_shapes=dict(args.input_shape), solver=args.solver, max_iter=args.max_iter,
         solver_mode=args.solver_mode, settings=dict(args.variables), validate=not args.no_validate,
         native=args.native)

@@ -135,7 +135,7 @@ def stem(path):
     return name
 
 
-def _source(net, template, preset, depth, settings, solver):
+def _source(net, template, preset, depth, width, settings, solver):
     """(name stem, net, solver or None, solver stem, plan, data shapes) of what is to be expanded."""
     if sum(x is not None for x in (net, template, preset)) != 1:
         raise ConfigError("give exactly one of a net, a template or a preset, got %s"
@@ -148,18 +148,19 @@ def _source(net, template, preset, depth, settings, solver):
         if solver is not None:
             raise ConfigError("--solver goes with a net file; a template or preset brings its own solver")
         if preset is not None:
-            template, plan = plans.preset_plan(preset, depth)
-        elif depth is not None:
-            raise ConfigError("--depth applies to --preset lenet-deep only")
+            template, plan = plans.preset_plan(preset, depth, width)
+        elif depth is not None or width is not None:
+            raise ConfigError("%s applies to --preset lenet-deep only" % ("--depth" if depth is not None else "--width"))
         name = plans.PRESETS[preset].stem if preset else template
-        tree = prototxt.parse(templates.render_net(template, **variables), "template %s" % template)
+        tree = plans.set_widths(prototxt.parse(templates.render_net(template, **variables), "template %s" % template),
+                                plan.widths)
         solver_tree = prototxt.parse(templates.render_solver(template), "solver of %s" % template)
         data = {} if variables.get("dummy_data") else {"data": templates.data_shape(template, **variables)}
         return name, tree, solver_tree, name + "_solver", plan, data
     if variables:
         raise ConfigError("--set gives template variables; it needs --template or --preset")
-    if depth is not None:
-        raise ConfigError("--depth applies to --preset lenet-deep only")
+    if depth is not None or width is not None:
+        raise ConfigError("%s applies to --preset lenet-deep only" % ("--depth" if depth is not None else "--width"))
     name = stem(net) if not is_inline(net) else "net"
     tree = read_prototxt(net, "net")
     vocabulary.check_structure(tree)  # before upgrade, so that layer #N counts the user's layers
@@ -188,8 +189,8 @@ def _pairs(value, option):
     return pairs
 
 
-def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top, add_activation, replica_kernel,
-             replica_std, widen=None):
+def _options(plan, replicate, regularize, dropin_length, stagger, length_growth, dropin, p_top, add_activation,
+             replica_kernel, replica_std, widen=None):
     plan.replicate += _pairs(replicate, "--replicate")
     plan.regularize += _pairs(regularize, "--regularize")
     plan.widen += _pairs(widen, "--widen")
@@ -214,6 +215,9 @@ def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top,
         plan.length = dropin_length
     if stagger is not None:
         plan.stagger = stagger
+    if length_growth is not None:
+        plans.check_length_growth(length_growth, None, 0)
+        plan.length_growth = length_growth
     plan.dropin = plan.dropin and dropin
     plan.p_top = plan.p_top or p_top
     if add_activation is not None:
@@ -234,23 +238,25 @@ def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top,
 
 
 def expand_net(net=None, *, template=None, preset=None, replicate=None, regularize=None, widen=None,
-               dropin_length=None, stagger=None, dropin=True, p_top=False, add_activation=None, replica_kernel=None,
-               replica_std=None, depth=None, input_shapes=None, solver=None, max_iter=None, solver_mode=None,
-               settings=None, validate=True, native=False):
+               dropin_length=None, stagger=None, length_growth=None, dropin=True, p_top=False, add_activation=None,
+               replica_kernel=None, replica_std=None, depth=None, width=None, input_shapes=None, solver=None,
+               max_iter=None, solver_mode=None, settings=None, validate=True, native=False):
     """Expand a net into its DropIn variant; returns an `Expansion` (nothing is written).
 
     net: a path, prototxt text or Message (current or V1 format); or template= a built-in stock
     net, or preset= one of our presets after the paper's expanded nets (PRESETS).
     replicate: {LAYER: K}; regularize: {DROPOUT_LAYER: P or (P, PREV_BLOB)}; widen: {LAYER: C2};
-    dropin=False is --no-dropin (the plain expanded net); input_shapes: {BLOB: (C, H, W) or
-    (N, C, H, W)}; settings: template variables (--set); solver: the original solver (a path, text
-    or Message); validate=False is --no-validate; native=True emits the native (C++) layer types,
-    DropIn and DropInResize, with the same param_str. The other keywords are the flags of the
-    same names.
+    dropin=False is --no-dropin (the plain expanded net); length_growth G gives DropIn i (in net
+    order) length round(L * G**i); depth and width set lenet-deep's N and C; input_shapes:
+    {BLOB: (C, H, W) or (N, C, H, W)}; settings: template variables (--set); solver: the original
+    solver (a path, text or Message); validate=False is --no-validate; native=True emits the
+    native (C++) layer types, DropIn and DropInResize, with the same param_str. The other
+    keywords are the flags of the same names.
     """
-    name, original, solver_tree, solver_name, plan, data = _source(net, template, preset, depth, settings, solver)
-    plan = _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top, add_activation,
-                    replica_kernel, replica_std, widen)
+    name, original, solver_tree, solver_name, plan, data = _source(net, template, preset, depth, width, settings,
+                                                                    solver)
+    plan = _options(plan, replicate, regularize, dropin_length, stagger, length_growth, dropin, p_top,
+                    add_activation, replica_kernel, replica_std, widen)
     plan.native = native
     if net is not None and not plan.rewrites:
         raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K, --regularize LAYER=P or --widen "

@@ -20,6 +20,8 @@
   construction is our choice. The consumers are built for C2 inputs (Caffe re-derives their weights).
 - `stagger`: replica i (in net order) starts entering at iteration i * S, our choice after the
   paper's future work of DropIn layers entering at different iterations.
+- `tailor_lengths`: replica i gets length round(L * G**i), our choice after the same future work
+  (tailored DropIn lengths per layer).
 
 Original layers keep their names, so `caffe train --weights=original.caffemodel` starts them from
 a trained model while replicas start fresh from the same fillers. New DropIn layers carry
@@ -585,6 +587,15 @@ def stagger(net, every):
     gradual = [(layer, config) for layer, config in dropin_configs(net) if config.get("mode", "gradual") == "gradual"]
     for index, (layer, config) in enumerate(gradual):
         config["start"] = index * every
+        layer.get("python_param").set("param_str", json.dumps(config))
+    return net
+
+
+def tailor_lengths(net, length, growth):
+    """Gradual DropIn layer i (in net order, from 0) gets length round(length * growth**i), at least 1."""
+    gradual = [(layer, config) for layer, config in dropin_configs(net) if config.get("mode", "gradual") == "gradual"]
+    for index, (layer, config) in enumerate(gradual):
+        config["length"] = max(1, int(round(length * growth ** index)))
         layer.get("python_param").set("param_str", json.dumps(config))
     return net
 
