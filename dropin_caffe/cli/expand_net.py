@@ -49,6 +49,9 @@ def parser():
     rewrite.add_argument("--stagger", type=int, metavar="S", help="DropIn layer i starts entering at i*S")
     rewrite.add_argument("--no-dropin", action="store_true", help="the plain expanded baseline: same replicas, "
                                                                   "no DropIn")
+    rewrite.add_argument("--dropin-train", choices=["select", "blend"],
+                         help="how gradual DropIn layers train: select (default, the paper's per-unit random "
+                              "choice) or blend (p new + (1 - p) prev, a deterministic fade-in; our addition)")
     rewrite.add_argument("--p-top", action="store_true", help="DropIn layers output p so Caffe's log shows it")
     rewrite.add_argument("--add-activation", choices=["relu"], help="give replicas a ReLU where the original "
                                                                     "has no activation")
@@ -92,7 +95,7 @@ def keywords(args):
         replica_kernel=args.replica_kernel, replica_std=args.replica_std, depth=args.depth,
         input_shapes=dict(args.input_shape), solver=args.solver, max_iter=args.max_iter,
         solver_mode=args.solver_mode, settings=dict(args.variables), validate=not args.no_validate,
-        native=args.native)
+        native=args.native, dropin_train=args.dropin_train)
 
 
 def _run(argv, out, err):

@@ -189,7 +189,7 @@ def _pairs(value, option):
 
 
 def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top, add_activation, replica_kernel,
-             replica_std):
+             replica_std, dropin_train):
     plan.replicate += _pairs(replicate, "--replicate")
     plan.regularize += _pairs(regularize, "--regularize")
     for name, count in plan.replicate:
@@ -225,13 +225,21 @@ def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top,
             raise ConfigError("--replica-std STD, the std of the replicas' gaussian weights, must be a finite "
                               "number > 0 (e.g. 0.01), got %s" % (replica_std,))
         plan.replica_std = replica_std
+    if dropin_train is not None:
+        if dropin_train not in ("select", "blend"):
+            raise ConfigError('--dropin-train must be "select" (the paper\'s per-unit choice) or "blend" (a '
+                              'deterministic fade-in), got %r' % (dropin_train,))
+        if dropin_train == "blend" and not dropin:
+            raise ConfigError("--dropin-train blend sets how DropIn layers train, but --no-dropin emits none; "
+                              "drop one of the two")
+        plan.train = dropin_train
     return plan
 
 
 def expand_net(net=None, *, template=None, preset=None, replicate=None, regularize=None, dropin_length=None,
                stagger=None, dropin=True, p_top=False, add_activation=None, replica_kernel=None, replica_std=None,
                depth=None, input_shapes=None, solver=None, max_iter=None, solver_mode=None, settings=None,
-               validate=True, native=False):
+               validate=True, native=False, dropin_train=None):
     """Expand a net into its DropIn variant; returns an `Expansion` (nothing is written).
 
     net: a path, prototxt text or Message (current or V1 format); or template= a built-in stock net,
@@ -239,12 +247,13 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
     {DROPOUT_LAYER: P or (P, PREV_BLOB)}; dropin=False is --no-dropin (the plain expanded net); input_shapes:
     {BLOB: (C, H, W) or (N, C, H, W)}; settings: template variables (--set); solver: the original
     solver (a path, text or Message); validate=False is --no-validate; native=True emits the native
-    (C++) layer types, DropIn and DropInResize, with the same param_str. The other
+    (C++) layer types, DropIn and DropInResize, with the same param_str; dropin_train="blend" puts
+    "train": "blend" (a deterministic fade-in) in every gradual DropIn's param_str. The other
     keywords are the flags of the same names.
     """
     name, original, solver_tree, solver_name, plan, data = _source(net, template, preset, depth, settings, solver)
     plan = _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top, add_activation,
-                    replica_kernel, replica_std)
+                    replica_kernel, replica_std, dropin_train)
     plan.native = native
     if net is not None and not plan.rewrites:
         raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K or --regularize LAYER=P"

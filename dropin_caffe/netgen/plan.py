@@ -29,6 +29,8 @@ class Plan:
     replica_std: typing.Optional[float] = None
     names: typing.Dict[str, typing.List[str]] = dataclasses.field(default_factory=dict)
     native: bool = False
+    train: str = "select"
+    replica_init: typing.Optional[str] = None
 
     @property
     def rewrites(self):
@@ -99,6 +101,8 @@ def apply_plan(net, plan, shapes, iter_size=1):
     net, shapes, notes = net.copy(), dict(shapes), []
     filler = rewrite.gaussian_filler(plan.replica_std) if plan.replica_std is not None else None
     dropin = {"length": plan.length, "iter_size": iter_size} if plan.dropin else None
+    if dropin is not None and plan.train != "select":
+        dropin["train"] = plan.train
     for name, count in plan.replicate:
         rewrite.replicate(net, name, count, dropin=dropin, p_top=plan.p_top, activation=plan.activation,
                           kernel=plan.kernel, filler=filler, names=plan.names.get(name), shapes=shapes,
