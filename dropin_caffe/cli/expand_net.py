@@ -58,6 +58,9 @@ def parser():
     rewrite.add_argument("--replica-kernel", type=int, metavar="K", help="kernel size of conv replicas (odd)")
     rewrite.add_argument("--native", action="store_true", help="emit the native C++ layer types (DropIn, "
                          "DropInResize; built on first use, see README) instead of Python layers")
+    rewrite.add_argument("--replica-init", choices=["identity"],
+                         help="identity: each replica starts as the identity map (centre tap 1 on its own channel, "
+                              "bias 0), written as NET_init.caffemodel for caffe train --weights")
     rewrite.add_argument("--replica-std", type=float, metavar="STD", help="replicas' weights from gaussian(STD)")
     rewrite.add_argument("--depth", type=int, metavar="N", help="lenet-deep: how many conv layers to add")
     rewrite.add_argument("--input-shape", action="append", default=[], metavar="BLOB=C,H,W",
@@ -95,7 +98,7 @@ def keywords(args):
         replica_kernel=args.replica_kernel, replica_std=args.replica_std, depth=args.depth,
         input_shapes=dict(args.input_shape), solver=args.solver, max_iter=args.max_iter,
         solver_mode=args.solver_mode, settings=dict(args.variables), validate=not args.no_validate,
-        native=args.native, dropin_train=args.dropin_train)
+        native=args.native, dropin_train=args.dropin_train, replica_init=args.replica_init)
 
 
 def _run(argv, out, err):
@@ -109,6 +112,11 @@ def _run(argv, out, err):
         print(result.table, file=out)
     for kind, path in written:
         print("wrote %s %s" % (kind, path), file=out)
+    command = result.train_command(args.output_dir)
+    if result.initial_weights is not None and command:
+        weights = os.path.join(args.output_dir, result.weights_name)
+        print("train with: %s   (a solver cannot name weights; to start the original layers from a trained "
+              "model too: --weights=TRAINED.caffemodel,%s)" % (command, weights), file=out)
     return 0
 
 

@@ -30,7 +30,6 @@ class Plan:
     names: typing.Dict[str, typing.List[str]] = dataclasses.field(default_factory=dict)
     native: bool = False
     train: str = "select"
-    replica_init: typing.Optional[str] = None
 
     @property
     def rewrites(self):
@@ -89,10 +88,11 @@ def preset_plan(name, depth=None):
     return preset.template, plan
 
 
-def apply_plan(net, plan, shapes, iter_size=1):
+def apply_plan(net, plan, shapes, iter_size=1, replicas=None):
     """Apply `plan` to a copy of `net` (already upgraded). `shapes` are the TRAIN shapes of `net`
     (`shapes.infer`); the rewrites add the shapes of the blobs they make, so the net is inferred
-    once, not once per rewrite. Returns (expanded net, notes)."""
+    once, not once per rewrite. `replicas`: a list the replica layers' names are appended to.
+    Returns (expanded net, notes)."""
     if plan.dropin and plan.replicate and (not isinstance(plan.length, int) or plan.length < 1):
         raise ConfigError("--dropin-length L must be an integer >= 1 (iterations for new layers to enter), "
                           "got %s; or pass --no-dropin for the plain expanded net" % (plan.length,))
@@ -106,7 +106,7 @@ def apply_plan(net, plan, shapes, iter_size=1):
     for name, count in plan.replicate:
         rewrite.replicate(net, name, count, dropin=dropin, p_top=plan.p_top, activation=plan.activation,
                           kernel=plan.kernel, filler=filler, names=plan.names.get(name), shapes=shapes,
-                          notices=notes)
+                          notices=notes, replicas=replicas)
     for name, value in plan.regularize:
         p_new, prev = value if isinstance(value, tuple) else (value, None)
         rewrite.regularize(net, name, p_new, shapes, iter_size=iter_size, p_top=plan.p_top, notices=notes,
