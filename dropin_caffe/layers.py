@@ -20,9 +20,9 @@ from `new` with probability p(t) = min(1, max(0, (t - start) / length)), else fr
   `--snapshot` resumes it and the TEST net (sharing the blob by layer name) follows it.
   0 < p < 1 draws a fresh Bernoulli(p) mask per unit; p = 0 copies prev, p = 1 copies new.
   Backward routes each unit's gradient to the input it came from.
-- TRAIN with "train": "blend" (not the paper's: a deterministic fade-in, as progressive GANs
+- TRAIN with "train": "blend" (our addition, a deterministic fade-in as progressive GANs
   grow): outputs p new + (1 - p) prev, no mask; backward scales the gradient by p for new and
-  1 - p for prev. The default "select" is the paper's per-unit choice above.
+  1 - p for prev. The default, "select", is the per-unit choice above.
 - TEST: "expectation" (default) outputs p new + (1 - p) prev, "new" and "prev" one input.
 - Regularizing mode ({"mode": "regularize", "p_new": 0.5}) keeps p fixed, like dropout where a
   dropped unit takes prev instead of zero.

@@ -50,8 +50,8 @@ def parser():
     rewrite.add_argument("--no-dropin", action="store_true", help="the plain expanded baseline: same replicas, "
                                                                   "no DropIn")
     rewrite.add_argument("--dropin-train", choices=["select", "blend"],
-                         help="how gradual DropIn layers train: select (default, the paper's per-unit random "
-                              "choice) or blend (p new + (1 - p) prev, a deterministic fade-in; our addition)")
+                         help="how gradual DropIn layers train: select (default, each unit drawn from new with "
+                              "probability p) or blend (p new + (1 - p) prev, a deterministic fade-in; our addition)")
     rewrite.add_argument("--p-top", action="store_true", help="DropIn layers output p so Caffe's log shows it")
     rewrite.add_argument("--add-activation", choices=["relu"], help="give replicas a ReLU where the original "
                                                                     "has no activation")

@@ -136,6 +136,43 @@ BUILTIN = {
         }, 4000, 1000,
         "Regularizing DropIn in the place of a Dropout layer, against that Dropout and against neither "
         "(4000 training images, where regularizing can matter)."),
+    "transfer": Experiment(
+        "transfer", "mnist", 2000, 200, [1, 2, 3], {
+            "LeNet-deep plain": LENET_DEEP + ["--no-dropin"],
+            "LeNet-deep, DropIn L=500": LENET_DEEP + ["--dropin-length", "500"],
+            "LeNet, first 500 its": {"arguments": ["--template", "lenet"], "iterations": 500},
+            "transfer, then plain": {"arguments": LENET_DEEP + ["--no-dropin"], "after": "LeNet, first 500 its",
+                                     "iterations": 1500},
+            "transfer, then DropIn L=500": {"arguments": LENET_DEEP + ["--dropin-length", "500"],
+                                            "after": "LeNet, first 500 its", "iterations": 1500},
+            "LeNet-deep plain, identity init": LENET_DEEP + ["--no-dropin", "--replica-init", "identity"],
+        }, None, 1000,
+        "What a practitioner already knows against DropIn on LeNet-deep (5 extra 3x3 conv+ReLU layers after conv2, "
+        "gaussian std 0.01, our choice): the plain deep net; DropIn L=500 from scratch; weight transfer in the "
+        "manner of the VGG paper (Simonyan & Zisserman 2014): stock LeNet trained first, its weights loaded into "
+        "the deep net, whose added layers then train plainly or enter by DropIn; and the added layers started as "
+        "the identity map (Net2DeeperNet style) and trained plainly. Every configuration gets 2000 iterations in "
+        "all, the 500 of the shallow stage included (our choice of split); the deep stage restarts the solver and "
+        "its learning-rate schedule. The identity start is not exactly function-preserving here: conv2 has no "
+        "ReLU, the added layers do, so the start computes relu(conv2)."),
+    "fade": Experiment(
+        "fade", "mnist", 2000, 200, [1, 2, 3], {
+            "LeNet-deep, DropIn L=500, select": LENET_DEEP + ["--dropin-length", "500"],
+            "LeNet-deep, DropIn L=500, blend": LENET_DEEP + ["--dropin-length", "500", "--dropin-train", "blend"],
+        }, None, 1000,
+        "Is the per-unit random select needed? LeNet-deep (gaussian std 0.01, our choice) with DropIn L=500, "
+        "training either by the per-unit Bernoulli select or by a deterministic fade-in, p new + (1 - p) prev "
+        "in training too (as progressive GANs grow; our addition, \"train\": \"blend\")."),
+    "fade-cifar11": Experiment(
+        "fade-cifar11", "fashion_mnist", 1500, 150, [1], {
+            "cifar10-11, DropIn L=500, select": ["--preset", "cifar10-11", "--dropin-length", "500", "--p-top"]
+            + SMALL_BATCH,
+            "cifar10-11, DropIn L=500, blend": ["--preset", "cifar10-11", "--dropin-length", "500", "--p-top",
+                                                "--dropin-train", "blend"] + SMALL_BATCH,
+        }, 10000, 2000,
+        "The fade question on the 11-weight-layer CIFAR-10 quick expansion on Fashion-MNIST, as fashion-cifar11 "
+        "(one seed: an iteration costs about 0.5 s on 2 cores): per-unit select against the deterministic "
+        "blend."),
 }
 
 FIELDS = {f.name for f in dataclasses.fields(Experiment)}

@@ -247,7 +247,7 @@ def _options(plan, replicate, regularize, dropin_length, stagger, dropin, p_top,
         plan.replica_std = replica_std
     if dropin_train is not None:
         if dropin_train not in ("select", "blend"):
-            raise ConfigError('--dropin-train must be "select" (the paper\'s per-unit choice) or "blend" (a '
+            raise ConfigError('--dropin-train must be "select" (each unit from new with probability p, the default) or "blend" (a '
                               'deterministic fade-in), got %r' % (dropin_train,))
         if dropin_train == "blend" and not dropin:
             raise ConfigError("--dropin-train blend sets how DropIn layers train, but --no-dropin emits none; "

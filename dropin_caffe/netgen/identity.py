@@ -1,6 +1,6 @@
 """Identity starts for replicas (`expand_net --replica-init identity`), written as a .caffemodel.
 
-Net2DeeperNet style (Chen, Goodfellow & Shlens 2016), not the DropIn paper's: each replica
+Net2DeeperNet style (Chen, Goodfellow & Shlens 2016), an alternative to DropIn: each replica
 starts as the identity map, so the deeper net first computes what the shallower one does.
 A Convolution replica gets weight 1 at the centre tap from its own channel and 0 elsewhere; an
 InnerProduct replica the identity matrix; biases 0. The net is exactly the original at step 0
