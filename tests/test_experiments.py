@@ -195,6 +195,7 @@ def test_built_in_experiments_build_their_nets(tmp_path):
     data = {"train_lmdb": "/data/train", "test_lmdb": "/data/test", "mean_file": "/data/mean", "shape": (1, 28, 28),
             "test_count": 1000}
     for name, experiment in config.BUILTIN.items():
+        config.check_chains(experiment, name)
         for configuration in experiment.configurations:
             stage = experiment.stage(configuration)
             run_dir = str(tmp_path / config.slug(name) / config.slug(configuration))
