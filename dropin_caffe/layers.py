@@ -20,6 +20,9 @@ from `new` with probability p(t) = min(1, max(0, (t - start) / length)), else fr
   `--snapshot` resumes it and the TEST net (sharing the blob by layer name) follows it.
   0 < p < 1 draws a fresh Bernoulli(p) mask per unit; p = 0 copies prev, p = 1 copies new.
   Backward routes each unit's gradient to the input it came from.
+- TRAIN with "train": "blend" (our addition, a deterministic fade-in as progressive GANs
+  grow): outputs p new + (1 - p) prev, no mask; backward scales the gradient by p for new and
+  1 - p for prev. The default, "select", is the per-unit choice above.
 - TEST: "expectation" (default) outputs p new + (1 - p) prev, "new" and "prev" one input.
 - Regularizing mode ({"mode": "regularize", "p_new": 0.5}) keeps p fixed, like dropout where a
   dropped unit takes prev instead of zero.
@@ -127,7 +130,8 @@ class DropIn(_Checked):
         p_new = self.p_new_at(count)
         if self.phase == caffe.TRAIN:
             self.forward_count = count + 1
-            self.p_new = None if 0.0 < p_new < 1.0 else p_new  # None: a mask was drawn
+            selects = self.config["train"] == "select" and 0.0 < p_new < 1.0
+            self.p_new = None if selects else p_new  # None: a mask was drawn
         else:
             self.p_new = {"expectation": p_new, "new": 1.0, "prev": 0.0}[self.config["test"]]
         prev, new = bottom[0].data, bottom[1].data

@@ -100,8 +100,9 @@ DROPIN_RULES = {
     "iter_size": integer(1),
     "seed": integer(0),
     "test": choice("expectation", "new", "prev"),
+    "train": choice("select", "blend"),
 }
-DROPIN_DEFAULTS = {"mode": "gradual", "iter_size": 1, "seed": None, "test": "expectation"}
+DROPIN_DEFAULTS = {"mode": "gradual", "iter_size": 1, "seed": None, "test": "expectation", "train": "select"}
 RESIZE_RULES = {
     "name": text(),
     "channels": integer(1),

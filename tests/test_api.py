@@ -94,6 +94,24 @@ def test_netspec_helpers_emit_expand_nets_layers_and_build_in_caffe(tmp_path):
         'bottom: "conv2"', 'bottom: "data"')
 
 
+def test_netspec_train_blend_is_expand_nets_dropin_train_blend():
+    spec = caffe.NetSpec()
+    spec.data = L.Input(shape=dict(dim=[2, 50, 8, 8]))
+    spec.conv2_1 = L.Convolution(spec.data, num_output=50, kernel_size=3, pad=1)
+    spec.conv2_1_dropin = netspec.dropin(spec.data, spec.conv2_1, 10, name="conv2_1_dropin", train="blend")
+    source = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 50 dim: 8 dim: 8 } } }\n'
+              'layer { name: "conv2" type: "Convolution" bottom: "data" top: "conv2" '
+              'convolution_param { num_output: 50 kernel_size: 3 pad: 1 } }\n')
+    expanded = caffe_pb2.NetParameter()
+    text_format.Merge(expand_net(source, replicate={"conv2": 1}, dropin_length=10, dropin_train="blend",
+                                 validate=False).net_text, expanded)
+    mine = layer_text(spec.to_proto(), "conv2_1_dropin")
+    assert '\\"train\\": \\"blend\\"' in mine
+    assert mine == layer_text(expanded, "conv2_1_dropin").replace('bottom: "conv2"', 'bottom: "data"')
+    with pytest.raises(ConfigError, match='"train" must be one of "select", "blend", got "fade"'):
+        netspec.dropin(spec.data, spec.data, 10, train="fade")
+
+
 def test_netspec_options_are_checked_before_caffe_starts():
     spec = caffe.NetSpec()
     spec.data = L.Input(shape=dict(dim=[2, 3]))

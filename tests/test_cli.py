@@ -223,6 +223,10 @@ REFUSALS = [
      ["--length-growth", "--no-dropin"]),
     ("length-growth-overflow", ["--preset", "lenet-deep", "--depth", "100", "--length-growth", "2"],
      ["--length-growth 2.0", "2**62", "smaller G"]),
+    ("dropin-train-unknown", ["{net}", "--replicate", "conv2=1", "--dropin-train", "mix"] + DL,
+     ["--dropin-train", "'mix'", "select", "blend"]),
+    ("dropin-train-blend-no-dropin", ["{net}", "--replicate", "conv2=1", "--no-dropin", "--dropin-train", "blend"],
+     ["--dropin-train blend", "--no-dropin"]),
 ]
 
 
@@ -464,6 +468,18 @@ def test_plain_baseline(tiny, tiny_solver, out_dir):
     assert solver.get("snapshot_prefix") == "snaps/tiny_plain"
     assert solver.get("net") == os.path.join(out_dir, "tiny_plain.prototxt")
     assert (solver.get("max_iter"), solver.get("solver_mode")) == (100, Enum("GPU"))
+
+
+def test_dropin_train_blend_goes_into_every_gradual_dropin(tiny, out_dir):
+    code, _, err = expand_net(tiny, "--replicate", "conv2=2", "--regularize", "drop1=0.8", "--dropin-train", "blend",
+                              "-q", *DL, "-o", out_dir)
+    assert code == 0, err
+    net = prototxt.read(os.path.join(out_dir, "tiny_dropin.prototxt"))
+    configs = {name: python_config(layer(net, name)) for name in dropin_names(net)}
+    assert {name: config.get("train") for name, config in configs.items()} == {
+        "conv2_1_dropin": "blend", "conv2_2_dropin": "blend", "drop1_dropin": None}  # regularizing: unchanged
+    caffe_net = caffe.Net(os.path.join(out_dir, "tiny_dropin.prototxt"), caffe.TRAIN)
+    caffe_net.forward()
 
 
 def test_gpu_solver_gets_a_note_about_python_layers(tiny, tiny_solver, out_dir):

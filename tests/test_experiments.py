@@ -91,6 +91,9 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path, capsys):
     assert "| LeNet | 1 |" in out
 
 
+CHAIN = '{"name": "x", "dataset": "mnist", "iterations": 5, "test_interval": 5, "seeds": [1], "configurations": %s}'
+
+
 @pytest.mark.parametrize("content,message", [
     ("[1, 2]", "an experiment is a JSON object"),
     ('{"name": "x"}', "missing keys"),
@@ -110,8 +113,17 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path, capsys):
     ('{"name": 7, "dataset": "mnist", "iterations": 5, "test_interval": 5, "seeds": [1], '
      '"configurations": {"a": ["--template", "lenet"]}}', '"name" must be a string, got 7'),
     ('{"name": ' + "[" * 100000 + "]" * 100000 + "}", "not a JSON experiment: it nests too deeply"),
+    (CHAIN % '{"a": {"arguments": ["--template", "lenet"], "after": "b"}, "c": []}',
+     'configuration "a": "after" must name another configuration of the experiment, one of "c"; got "b"'),
+    (CHAIN % '{"a": {"arguments": ["--template", "lenet"], "after": "b"}, "b": {"arguments": [], "after": "a"}}',
+     'configurations "a" -> "b" -> "a" start from each other in a cycle'),
+    (CHAIN % '{"a": {"arguments": ["--template", "lenet"], "iterations": 0}}',
+     'configuration "a": "iterations" must be an integer >= 1, got 0'),
+    (CHAIN % '{"a": {"args": ["--template", "lenet"]}}',
+     'configuration "a": an object configuration has "arguments"'),
 ], ids=["list", "missing", "unknown", "iterations 0", "configurations", "not json", "iterations true",
-        "seeds true", "train_count string", "name number", "deep"])
+        "seeds true", "train_count string", "name number", "deep", "after unknown", "cycle", "stage iterations",
+        "no arguments"])
 def test_bad_experiment_files(tmp_path, capsys, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
@@ -120,6 +132,38 @@ def test_bad_experiment_files(tmp_path, capsys, content, message):
     code, out, err = run([str(path), "-o", str(tmp_path / "out")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
     assert not os.path.exists(tmp_path / "out")
+
+
+QUICK = ["--template", "cifar10_quick", "--set", "train_batch_size=16"]
+
+
+def test_a_chained_run_starts_from_the_final_weights_of_the_one_before(tmp_path, capsys):
+    """cifar10_quick trained 10 iterations, then the same net with 2 identity replicas after conv2
+    (function-preserving: conv2 is followed by relu2) started from its final weights: the deep run's
+    test at its iteration 0 equals the shallow run's last test, and its x axis goes on from 10."""
+    chained = dict(SHORT, name="chained", seeds=[1], iterations=10, test_interval=5, configurations={
+        "deep": {"arguments": QUICK + ["--replicate", "conv2=2", "--no-dropin", "--replica-init", "identity"],
+                 "after": "quick", "iterations": 5},
+        "quick": QUICK})
+    path = tmp_path / "chained.json"
+    path.write_text(json.dumps(chained))
+    experiment = config.load(str(path))
+    assert experiment.ordered() == ["quick", "deep"] and experiment.stage("deep").offset == 10
+    out_dir = str(tmp_path / "out")
+    code, out, err = run([str(path), "-o", out_dir, "--data-dir", str(tmp_path / "data")], capsys)
+    assert code == 0, err
+    shallow_dir, deep_dir = (os.path.join(out_dir, name, "seed1") for name in ("quick", "deep"))
+    log = open(os.path.join(deep_dir, "caffe.log")).read()
+    assert "Finetuning from %s" % os.path.join(shallow_dir, "snapshot_iter_10.caffemodel") in log
+    assert "Finetuning from %s" % os.path.join(deep_dir, "init.caffemodel") in log
+    assert json.load(open(os.path.join(deep_dir, "done.json")))["weights"] == "snapshot_iter_5.caffemodel"
+    with open(os.path.join(out_dir, "results.csv")) as f:
+        rows = {(row["configuration"], int(row["iteration"])): row for row in csv.DictReader(f)}
+    deep = sorted(i for c, i in rows if c == "deep")
+    assert (deep[0], deep[-1]) == (10, 15)  # counted after the shallow run's 10
+    assert float(rows["quick", 0]["test0/loss"]) != float(rows["quick", 10]["test0/loss"])  # it did learn
+    for column in ("test0/accuracy", "test0/loss"):
+        assert float(rows["deep", 10][column]) == pytest.approx(float(rows["quick", 10][column]), rel=1e-5)
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -151,11 +195,14 @@ def test_built_in_experiments_build_their_nets(tmp_path):
     data = {"train_lmdb": "/data/train", "test_lmdb": "/data/test", "mean_file": "/data/mean", "shape": (1, 28, 28),
             "test_count": 1000}
     for name, experiment in config.BUILTIN.items():
-        for configuration, arguments in experiment.configurations.items():
+        config.check_chains(experiment, name)
+        for configuration in experiment.configurations:
+            stage = experiment.stage(configuration)
             run_dir = str(tmp_path / config.slug(name) / config.slug(configuration))
-            solver = runner.build_run(experiment, runner.Run(configuration, 1, run_dir), data, run_experiments.keywords(arguments))
+            solver = runner.build_run(experiment, runner.Run(configuration, 1, run_dir), data,
+                                      run_experiments.keywords(stage.arguments))
             text = open(solver).read()
-            assert "max_iter: %d" % experiment.iterations in text and "test_iter: 10" in text
+            assert "max_iter: %d" % stage.iterations in text and "test_iter: 10" in text
             assert "/data/train" in open(os.path.join(run_dir, "net.prototxt")).read()
 
 

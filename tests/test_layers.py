@@ -153,6 +153,33 @@ def test_dropin_test_gradients(write, impl, shape, test_mode):
     np.testing.assert_allclose(net.blobs["out"].data, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_dropin_train_blend_values_and_gradients(write, impl, shape):
+    net = dropin_net(write, impl, shape, '{"length": 8, "train": "blend", "seed": 1}')
+    fill(net)
+    check_gradients(net, lambda: set_count(net, 3))
+    set_count(net, 3)
+    out = net.forward()
+    assert float(out["p"]) == pytest.approx(3 / 8) and get_count(net) == 4
+    prev, new = net.blobs["prev"].data, net.blobs["new"].data
+    np.testing.assert_allclose(out["out"], 3 / 8 * new + 5 / 8 * prev, rtol=1e-5, atol=1e-6)
+    out_again = (set_count(net, 3), net.forward()["out"].copy())[1]
+    assert np.array_equal(out_again, out["out"])  # deterministic: no mask drawn
+    weights = np.random.default_rng(2).standard_normal(prev.shape).astype(np.float32)
+    net.blobs["out"].diff[...] = weights
+    net.backward()
+    np.testing.assert_allclose(net.blobs["new"].diff, 3 / 8 * weights, rtol=1e-6)
+    np.testing.assert_allclose(net.blobs["prev"].diff, 5 / 8 * weights, rtol=1e-6)
+
+
+@pytest.mark.parametrize("count,source", [(0, "prev"), (8, "new")])
+def test_dropin_train_blend_ends_copy_exactly(write, impl, count, source):
+    net = dropin_net(write, impl, (2, 3, 4, 4), '{"length": 8, "train": "blend"}')
+    fill(net)
+    set_count(net, count)
+    assert np.array_equal(net.forward()["out"], net.blobs[source].data)
+
+
 @pytest.mark.parametrize("p_new", [0.1, 0.25, 0.5, 0.75, 0.9])
 def test_dropin_fraction_from_new_follows_the_schedule(write, impl, p_new):
     net = dropin_net(write, impl, (64, 50, 8, 8), '{"length": 1000, "seed": 1}')
@@ -279,6 +306,7 @@ def test_a_counter_changed_by_the_solver_is_reported(write, impl, capfd):
     ('{"name": "d", "length": 5, "p_new": 0.5}', '''DropIn 'd': "p_new" has no meaning in mode "gradual"'''),
     ('{"name": "d", "mode": "fast", "length": 5}', '''"mode" must be one of "gradual", "regularize", got "fast"'''),
     ('{"name": "d", "length": 5, "test": "mean"}', '''"test" must be one of "expectation", "new", "prev", got "mean"'''),
+    ('{"name": "d", "length": 5, "train": "mix"}', '''"train" must be one of "select", "blend", got "mix"'''),
     ('{"name": "d", "length": 5, "lenght": 5}', '''DropIn 'd': unknown key "lenght" in param_str; known keys: '''),
     ('{"name": "d", "length": 5, "seed": -1}', '''"seed" must be an integer >= 0, got -1'''),
     ('{"name": "d", "length": 5, "iter_size": 0}', '''"iter_size" must be an integer >= 1, got 0'''),

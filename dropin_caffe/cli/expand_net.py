@@ -57,12 +57,18 @@ def parser():
                          "length round(L * G**i) (default 1: all L)")
     rewrite.add_argument("--no-dropin", action="store_true", help="the plain expanded baseline: same replicas, "
                                                                   "no DropIn")
+    rewrite.add_argument("--dropin-train", choices=["select", "blend"],
+                         help="how gradual DropIn layers train: select (default, each unit drawn from new with "
+                              "probability p) or blend (p new + (1 - p) prev, a deterministic fade-in; our addition)")
     rewrite.add_argument("--p-top", action="store_true", help="DropIn layers output p so Caffe's log shows it")
     rewrite.add_argument("--add-activation", choices=["relu"], help="give replicas a ReLU where the original "
                                                                     "has no activation")
     rewrite.add_argument("--replica-kernel", type=int, metavar="K", help="kernel size of conv replicas (odd)")
     rewrite.add_argument("--native", action="store_true", help="emit the native C++ layer types (DropIn, "
                          "DropInResize; built on first use, see README) instead of Python layers")
+    rewrite.add_argument("--replica-init", choices=["identity"],
+                         help="identity: each replica starts as the identity map (centre tap 1 on its own channel, "
+                              "bias 0), written as NET_init.caffemodel for caffe train --weights")
     rewrite.add_argument("--replica-std", type=float, metavar="STD", help="replicas' weights from gaussian(STD)")
     rewrite.add_argument("--depth", type=int, metavar="N", help="lenet-deep: how many conv layers to add")
     rewrite.add_argument("--width", type=int, metavar="C", help="lenet-deep: channels of conv2 and the added "
@@ -98,13 +104,11 @@ def keywords(args):
     return dict(
         net=args.net, template=args.template, preset=args.preset, replicate=args.replicate,
         regularize=args.regularize, widen=args.widen, dropin_length=args.dropin_length, stagger=args.stagger,
-        length_growth=args.length_growth,
-        dropin=not args.no_dropin, p_top=args.p_top, add_activation=args.add_activation,
-        replica_kernel=args.replica_kernel, replica_std=args.replica_std, depth=args.depth,
-        width=args.width,
-        input_shapes=dict(args.input_shape), solver=args.solver, max_iter=args.max_iter,
+        length_growth=args.length_growth, dropin=not args.no_dropin, p_top=args.p_top,
+        add_activation=args.add_activation, replica_kernel=args.replica_kernel, replica_std=args.replica_std,
+        depth=args.depth, width=args.width, input_shapes=dict(args.input_shape), solver=args.solver, max_iter=args.max_iter,
         solver_mode=args.solver_mode, settings=dict(args.variables), validate=not args.no_validate,
-        native=args.native)
+        native=args.native, dropin_train=args.dropin_train, replica_init=args.replica_init)
 
 
 def _run(argv, out, err):
@@ -118,6 +122,11 @@ def _run(argv, out, err):
         print(result.table, file=out)
     for kind, path in written:
         print("wrote %s %s" % (kind, path), file=out)
+    command = result.train_command(args.output_dir)
+    if result.initial_weights is not None and command:
+        weights = os.path.join(args.output_dir, result.weights_name)
+        print("train with: %s   (a solver cannot name weights; to start the original layers from a trained "
+              "model too: --weights=TRAINED.caffemodel,%s)" % (command, weights), file=out)
     return 0
 
 

@@ -116,7 +116,8 @@ def _run(argv, out, err):
         print("a DropIn run's final weights as a stock Caffe net (likewise for the other %d DropIn runs):\n"
               "  tools/caffe-env run python3 tools/export_net.py %s %s -o %s"
               % (len(trained) - 1, os.path.join(run.directory, "net.prototxt"),
-                 run.weights(experiment.iterations), os.path.join(run.directory, "export")), file=out)
+                 run.weights(experiment.stage(run.configuration).iterations), os.path.join(run.directory, "export")),
+              file=out)
     if failed:
         print("%d runs failed (see above); rerun the command to retry them" % len(failed), file=err)
         return 1

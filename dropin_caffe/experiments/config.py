@@ -11,6 +11,23 @@ numbers. A user's own is a JSON file of the same fields::
      "iterations": 2000, "test_interval": 200, "seeds": [1, 2],
      "configurations": {"plain": ["--preset", "lenet-deep", "--no-dropin"],
                         "DropIn": ["--preset", "lenet-deep", "--dropin-length", "500"]}}
+
+A configuration is a list of expand_net arguments, or an object that also chains it after another
+configuration of the same experiment (weight transfer: a shallow net trained, then a deeper one
+started from its final weights)::
+
+    "configurations": {
+        "LeNet, 600 its": {"arguments": ["--template", "lenet"], "iterations": 600},
+        "transfer": {"arguments": ["--preset", "lenet-deep", "--no-dropin"], "after": "LeNet, 600 its",
+                     "iterations": 1400}}
+
+"arguments": the expand_net arguments; "iterations" (optional): this configuration's own
+iterations instead of the experiment's (`--iterations` changes the experiment's only); "after"
+(optional): each seed of this configuration starts with `caffe train --weights=` the final
+weights (snapshot_iter_N.caffemodel) of the same seed of that configuration, so it runs after it.
+Caffe copies the layers whose names match and leaves the others to their fillers; the plots
+then count the iterations of the whole chain. A net written with `--replica-init identity` also
+loads its initial weights (after the chained ones: `--weights=SHALLOW,INIT`).
 """
 import dataclasses
 import json
@@ -19,6 +36,17 @@ import re
 import typing
 
 from ..errors import ConfigError, clip
+
+
+@dataclasses.dataclass
+class Stage:
+    """One configuration as the runner trains it: its expand_net arguments, its iterations, the
+    configuration whose final weights it starts from (or None), and the iterations before it in
+    its chain (the x offset of its curves)."""
+    arguments: typing.List[str]
+    iterations: int
+    after: typing.Optional[str] = None
+    offset: int = 0
 
 
 @dataclasses.dataclass
@@ -32,6 +60,28 @@ class Experiment:
     train_count: typing.Optional[int] = None
     test_count: typing.Optional[int] = None
     description: str = ""
+
+    def stage(self, name):
+        """The `Stage` of configuration `name` (its chain checked by `check_chains`)."""
+        value = self.configurations[name]
+        if isinstance(value, list):
+            return Stage(list(value), self.iterations)
+        after = value.get("after")
+        iterations = value.get("iterations", self.iterations)
+        offset = 0 if after is None else self.stage(after).offset + self.stage(after).iterations
+        return Stage(list(value["arguments"]), iterations, after, offset)
+
+    def ordered(self):
+        """The configuration names with every one after the one it starts from (else as given)."""
+        done = []
+        for name in self.configurations:
+            chain = []
+            while name is not None and name not in done and name not in chain:
+                chain.append(name)
+                value = self.configurations[name]
+                name = value.get("after") if isinstance(value, dict) else None
+            done += reversed(chain)
+        return done
 
 
 LENET_DEEP = ["--preset", "lenet-deep", "--p-top"]
@@ -124,6 +174,43 @@ BUILTIN = {
         "(4000 training images, where regularizing can matter)."),
     "widen": _widen("widen", "mnist", [1, 2, 3]),
     "widen-fashion": _widen("widen-fashion", "fashion_mnist", [1]),
+    "transfer": Experiment(
+        "transfer", "mnist", 2000, 200, [1, 2, 3], {
+            "LeNet-deep plain": LENET_DEEP + ["--no-dropin"],
+            "LeNet-deep, DropIn L=500": LENET_DEEP + ["--dropin-length", "500"],
+            "LeNet, first 500 its": {"arguments": ["--template", "lenet"], "iterations": 500},
+            "transfer, then plain": {"arguments": LENET_DEEP + ["--no-dropin"], "after": "LeNet, first 500 its",
+                                     "iterations": 1500},
+            "transfer, then DropIn L=500": {"arguments": LENET_DEEP + ["--dropin-length", "500"],
+                                            "after": "LeNet, first 500 its", "iterations": 1500},
+            "LeNet-deep plain, identity init": LENET_DEEP + ["--no-dropin", "--replica-init", "identity"],
+        }, None, 1000,
+        "What a practitioner already knows against DropIn on LeNet-deep (5 extra 3x3 conv+ReLU layers after conv2, "
+        "gaussian std 0.01, our choice): the plain deep net; DropIn L=500 from scratch; weight transfer in the "
+        "manner of the VGG paper (Simonyan & Zisserman 2014): stock LeNet trained first, its weights loaded into "
+        "the deep net, whose added layers then train plainly or enter by DropIn; and the added layers started as "
+        "the identity map (Net2DeeperNet style) and trained plainly. Every configuration gets 2000 iterations in "
+        "all, the 500 of the shallow stage included (our choice of split); the deep stage restarts the solver and "
+        "its learning-rate schedule. The identity start is not exactly function-preserving here: conv2 has no "
+        "ReLU, the added layers do, so the start computes relu(conv2)."),
+    "fade": Experiment(
+        "fade", "mnist", 2000, 200, [1, 2, 3], {
+            "LeNet-deep, DropIn L=500, select": LENET_DEEP + ["--dropin-length", "500"],
+            "LeNet-deep, DropIn L=500, blend": LENET_DEEP + ["--dropin-length", "500", "--dropin-train", "blend"],
+        }, None, 1000,
+        "Is the per-unit random select needed? LeNet-deep (gaussian std 0.01, our choice) with DropIn L=500, "
+        "training either by the per-unit Bernoulli select or by a deterministic fade-in, p new + (1 - p) prev "
+        "in training too (as progressive GANs grow; our addition, \"train\": \"blend\")."),
+    "fade-cifar11": Experiment(
+        "fade-cifar11", "fashion_mnist", 1500, 150, [1], {
+            "cifar10-11, DropIn L=500, select": ["--preset", "cifar10-11", "--dropin-length", "500", "--p-top"]
+            + SMALL_BATCH,
+            "cifar10-11, DropIn L=500, blend": ["--preset", "cifar10-11", "--dropin-length", "500", "--p-top",
+                                                "--dropin-train", "blend"] + SMALL_BATCH,
+        }, 10000, 2000,
+        "The fade question on the 11-weight-layer CIFAR-10 quick expansion on Fashion-MNIST, as fashion-cifar11 "
+        "(one seed: an iteration costs about 0.5 s on 2 cores): per-unit select against the deterministic "
+        "blend."),
 }
 
 FIELDS = {f.name for f in dataclasses.fields(Experiment)}
@@ -155,9 +242,10 @@ def load(name_or_path):
     experiment = Experiment(**given)
     configurations = experiment.configurations
     if not (isinstance(configurations, dict) and configurations and
-            all(isinstance(v, list) and all(isinstance(a, str) for a in v) for v in configurations.values())):
+            all(_arguments(v) or isinstance(v, dict) for v in configurations.values())):
         raise ConfigError('%s: "configurations" maps names to lists of expand_net arguments, such as '
                           '{"plain": ["--preset", "lenet-deep", "--no-dropin"]}' % name_or_path)
+    check_chains(experiment, name_or_path)
     for key in ("iterations", "test_interval", "train_count", "test_count"):
         value = getattr(experiment, key)
         if (value is not None or key in ("iterations", "test_interval")) and not (_is_int(value) and value >= 1):
@@ -169,6 +257,45 @@ def load(name_or_path):
         if not isinstance(getattr(experiment, key), str):
             raise ConfigError('%s: "%s" must be a string, got %s' % (name_or_path, key, _shown(getattr(experiment, key))))
     return experiment
+
+
+def _arguments(value):
+    return isinstance(value, list) and all(isinstance(a, str) for a in value)
+
+
+STAGE_KEYS = {"arguments", "after", "iterations"}
+
+
+def check_chains(experiment, where):
+    """Raise ConfigError unless every object configuration has arguments, valid iterations and an
+    "after" naming another configuration, with no cycle."""
+    configurations = experiment.configurations
+    for name, value in configurations.items():
+        if not isinstance(value, dict):
+            continue
+        label = '%s: configuration "%s"' % (where, clip(name))
+        unknown = sorted(set(value) - STAGE_KEYS)
+        if unknown or not _arguments(value.get("arguments")):
+            raise ConfigError('%s: an object configuration has "arguments" (a list of expand_net arguments) and '
+                              'optionally "after" and "iterations"%s' % (label, ", got unknown keys %s" % unknown
+                                                                        if unknown else ""))
+        if "iterations" in value and not (_is_int(value["iterations"]) and value["iterations"] >= 1):
+            raise ConfigError('%s: "iterations" must be an integer >= 1, got %s' % (label, _shown(value["iterations"])))
+        after = value.get("after")
+        if after is not None and (not isinstance(after, str) or after not in configurations or after == name):
+            others = [json.dumps(n) for n in configurations if n != name]
+            raise ConfigError('%s: "after" must name another configuration of the experiment, %s; got %s'
+                              % (label, "one of " + ", ".join(others) if others else "and there is none",
+                                 _shown(after)))
+    for name in configurations:
+        seen = []
+        while name is not None:
+            if name in seen:
+                raise ConfigError('%s: configurations %s start from each other in a cycle; one of them must start '
+                                  'from scratch' % (where, " -> ".join(json.dumps(n) for n in seen + [name])))
+            seen.append(name)
+            value = configurations[name]
+            name = value.get("after") if isinstance(value, dict) else None
 
 
 def _is_int(value):

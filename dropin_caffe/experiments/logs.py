@@ -165,6 +165,15 @@ class Log:
         iterations = sum(count for _, lapse, count in self._lapses if lapse > 0)
         return iterations / seconds if seconds > 0 else None
 
+    def shift(self, offset):
+        """Count iterations from `offset` (a run chained after `offset` iterations of another), in place;
+        returns self. Speeds are differences, so they stay."""
+        self.records = [r._replace(iteration=r.iteration + offset) for r in self.records]
+        self.train_loss = {i + offset: v for i, v in self.train_loss.items()}
+        self.reported_speed = {i + offset: v for i, v in self.reported_speed.items()}
+        self._clock = [(run, i + offset, seconds) for run, i, seconds in self._clock]
+        return self
+
     # building, used by parse_log
     def _start_run(self, iteration):
         """A new solver run begins at `iteration`: it supersedes what earlier runs logged from there on."""

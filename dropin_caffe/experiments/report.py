@@ -7,13 +7,18 @@ from ..errors import ConfigError
 from . import logs, plots
 
 
+def _offset(experiment, run):
+    return experiment.stage(run.configuration).offset if run.configuration in experiment.configurations else 0
+
+
 def report(experiment, runs, out_dir):
     """Write results.csv, the plots (PNG and SVG) and summary.md; return (summary text, plot path)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    finished = [(run, logs.read_log(run.log)) for run in runs if run.finished]
+    # A chained run's curves start where the chain before it ended: the x axis counts every iteration.
+    finished = [(run, logs.read_log(run.log).shift(_offset(experiment, run))) for run in runs if run.finished]
     if not finished:
         raise ConfigError("no run of %s has finished; nothing to report" % experiment.name)
     grouped, rows = {}, []  # {configuration: [Log per seed]} in the experiment's order; CSV rows

@@ -4,7 +4,10 @@
 A configuration's expand_net arguments become `expand_net` keywords through the `keywords`
 function the caller gives (the command line's own parser), so a run builds exactly the net the
 command line would. Each run lives in OUT/<configuration>/seed<N>/ (net, solver, caffe.log, its
-final weights snapshot_iter_N.caffemodel, done.json). A run whose done.json and final weights are
+final weights snapshot_iter_N.caffemodel, done.json). A configuration chained "after" another
+starts from that configuration's final weights of the same seed (`caffe train --weights=`), so
+it waits for it; a net with initial weights (`--replica-init identity`) has them written beside
+it as init.caffemodel and loaded too. A run whose done.json and final weights are
 there is finished and skipped when the experiment is run again; Ctrl-C stops the current run and
 leaves the finished ones intact; a failed run is reported with its log's last lines and the
 others go on.
@@ -22,7 +25,7 @@ import time
 
 from .. import files, native
 from ..errors import ConfigError, clip
-from ..netgen import prototxt, rewrite, templates
+from ..netgen import identity, prototxt, rewrite, templates
 from ..netgen.expand import expand_net
 from ..netgen.plan import PRESETS
 from ..netgen.vocabulary import is_native
@@ -58,10 +61,26 @@ class Run:
         return bool(weights) and os.path.exists(os.path.join(self.directory, weights))
 
 
+INIT_WEIGHTS = "init.caffemodel"
+
+
 def plan_runs(experiment, out_dir):
-    # Seed by seed, so that every configuration has a first result early.
+    # Seed by seed, so that every configuration has a first result early; a chained configuration
+    # after the one it starts from.
     return [Run(name, seed, os.path.join(out_dir, slug(name), "seed%d" % seed))
-            for seed in experiment.seeds for name in experiment.configurations]
+            for seed in experiment.seeds for name in experiment.ordered()]
+
+
+def start_weights(experiment, run, out_dir):
+    """The .caffemodel files `caffe train --weights=` loads for `run`, in order: the final weights
+    of the run it is chained after, then its own initial weights (if build_run wrote them)."""
+    stage = experiment.stage(run.configuration)
+    found = []
+    if stage.after is not None:
+        before = Run(stage.after, run.seed, os.path.join(out_dir, slug(stage.after), "seed%d" % run.seed))
+        found.append(before.weights(experiment.stage(stage.after).iterations))
+    init = os.path.join(run.directory, INIT_WEIGHTS)
+    return found + ([init] if os.path.exists(init) else [])
 
 
 def _expand(keywords, data):
@@ -88,9 +107,9 @@ def check_configurations(experiment, keywords):
     made or any run trains."""
     data = {"train_lmdb": "train_lmdb", "test_lmdb": "test_lmdb", "mean_file": "mean.binaryproto",
             "shape": SHAPES.get(experiment.dataset, (1, 28, 28))}
-    for name, arguments in experiment.configurations.items():
+    for name in experiment.configurations:
         try:
-            built = _expand(keywords(arguments), data)
+            built = _expand(keywords(experiment.stage(name).arguments), data)
         except ConfigError as error:
             raise ConfigError('configuration "%s": %s' % (clip(name), error)) from None
         if built.solver is None:
@@ -99,9 +118,11 @@ def check_configurations(experiment, keywords):
 
 
 def build_run(experiment, run, data, keywords):
-    """Write the run's net and solver (expand_net with `keywords`, pointed at `data`); return the
-    solver's path."""
+    """Write the run's net and solver (expand_net with `keywords`, pointed at `data`), and its
+    INIT_WEIGHTS when the net has initial weights; return the solver's path."""
     built = _expand(keywords, data)
+    iterations = experiment.stage(run.configuration).iterations if run.configuration in experiment.configurations \
+        else experiment.iterations
     net = built.net
     for index, (layer, config) in enumerate(rewrite.dropin_configs(net)):
         config["seed"] = run.seed * 1000 + index  # reproducible masks per seed
@@ -110,8 +131,8 @@ def build_run(experiment, run, data, keywords):
     net_path = os.path.join(run.directory, "net.prototxt")
     solver = built.solver.copy()
     test_batch = _test_batch(net)
-    for key, value in (("net", net_path), ("max_iter", experiment.iterations),
-                       ("test_interval", experiment.test_interval),
+    for key, value in (("net", net_path), ("max_iter", iterations),
+                       ("test_interval", min(experiment.test_interval, iterations)),
                        ("test_iter", max(1, -(-data["test_count"] // test_batch))),
                        ("display", max(1, experiment.test_interval // 4)), ("random_seed", run.seed),
                        ("snapshot", 0), ("snapshot_after_train", True),
@@ -121,6 +142,11 @@ def build_run(experiment, run, data, keywords):
     solver_path = os.path.join(run.directory, "solver.prototxt")
     prototxt.write(net_path, net, force=True)
     prototxt.write(solver_path, solver, force=True)
+    init = os.path.join(run.directory, INIT_WEIGHTS)
+    if built.initial_weights is not None:
+        files.write_atomic(init, identity.caffemodel(built.initial_weights), force=True)
+    elif os.path.exists(init):  # the configuration no longer asks for them
+        os.remove(init)
     return solver_path
 
 
@@ -155,11 +181,12 @@ class Events:
 STOP = threading.Event()  # set on Ctrl-C: every run going on stops Caffe, no new run starts
 
 
-def train(run, solver_path, events, iterations, threads=None, preload=None):
+def train(run, solver_path, events, iterations, threads=None, preload=None, weights=()):
     """`caffe train` one run, its log to run.log. Returns (finished, the log's last lines). A run
     is finished only if Caffe exited 0 and its log reached `iterations` (on SIGINT Caffe stops
     early, yet says "Optimization Done." and exits 0). `preload`: a library for LD_PRELOAD (the
-    native layers)."""
+    native layers). `weights`: .caffemodel files to start from (`--weights=A,B`: Caffe copies
+    each in order into the layers of the same name)."""
     environ = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
     if preload:
         environ["LD_PRELOAD"] = os.pathsep.join(p for p in (preload, environ.get("LD_PRELOAD")) if p)
@@ -168,7 +195,8 @@ def train(run, solver_path, events, iterations, threads=None, preload=None):
     label = "%s, seed %d" % (run.configuration, run.seed)
     started = time.time()
     with open(run.log + ".partial", "w") as log:
-        process = subprocess.Popen(["caffe", "train", "--solver=" + solver_path], stdout=log,
+        command = ["caffe", "train", "--solver=" + solver_path] + (["--weights=" + ",".join(weights)] if weights else [])
+        process = subprocess.Popen(command, stdout=log,
                                    stderr=subprocess.STDOUT, env=environ)
         try:
             iteration = 0
@@ -246,22 +274,39 @@ def run_experiment(experiment, out_dir, data_dir, keywords, source=None, jobs=1,
     if len(todo) < len(runs):
         events.say("%d of %d runs already finished in %s; running the other %d"
                    % (len(runs) - len(todo), len(runs), out_dir, len(todo)))
-    solvers = [build_run(experiment, run, data, keywords(experiment.configurations[run.configuration]))
+    solvers = [build_run(experiment, run, data, keywords(experiment.stage(run.configuration).arguments))
                for run in todo]
     nets = [prototxt.read(os.path.join(run.directory, "net.prototxt")) for run in todo]
     native_needed = any(is_native(layer) for net in nets for layer in net.get_all("layer"))
     preload = native.build() if native_needed else None  # `caffe` meets type "DropIn" only preloaded
-    events.start(experiment.iterations * len(todo))
+    events.start(sum(experiment.stage(run.configuration).iterations for run in todo))
     failed = []
+    # Set when a run ends (finished or not): a chained run waits for the one it starts from. Runs
+    # are submitted in plan order (the earlier stage first), so the awaited one has already started.
+    ended = {(run.configuration, run.seed): threading.Event() for run in todo}
 
     def one(run, solver):
-        if STOP.is_set():
-            return
-        ok, tail = train(run, solver, events, experiment.iterations, threads=1 if jobs > 1 else None,
-                         preload=preload)
-        if not ok and not STOP.is_set():
-            failed.append(run)
-            events.say("run %s failed; the end of its log %s:\n  %s" % (run.directory, run.log, "\n  ".join(tail)))
+        try:
+            after = experiment.stage(run.configuration).after
+            if after is not None and (after, run.seed) in ended:
+                ended[after, run.seed].wait()
+            if STOP.is_set():
+                return
+            weights = start_weights(experiment, run, out_dir)
+            missing = [path for path in weights if not os.path.exists(path)]
+            if missing:
+                failed.append(run)
+                events.say("run %s not started: it starts from %s, which its configuration \"%s\" did not leave"
+                           % (run.directory, missing[0], after))
+                return
+            iterations = experiment.stage(run.configuration).iterations
+            ok, tail = train(run, solver, events, iterations, threads=1 if jobs > 1 else None, preload=preload,
+                             weights=weights)
+            if not ok and not STOP.is_set():
+                failed.append(run)
+                events.say("run %s failed; the end of its log %s:\n  %s" % (run.directory, run.log, "\n  ".join(tail)))
+        finally:
+            ended[run.configuration, run.seed].set()
 
     STOP.clear()
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:

@@ -232,8 +232,9 @@ void DropInLayer<Dtype>::LayerSetUp(const std::vector<caffe::Blob<Dtype>*>& bott
       {"iter_size", integer_rule(1)},
       {"seed", integer_rule(0)},
       {"test", choice_rule({"expectation", "new", "prev"})},
+      {"train", choice_rule({"select", "blend"})},
   };
-  const Json defaults = {{"mode", "gradual"}, {"iter_size", 1}, {"test", "expectation"}};
+  const Json defaults = {{"mode", "gradual"}, {"iter_size", 1}, {"test", "expectation"}, {"train", "select"}};
   config_ = parse_param_str("DropIn", this->layer_param_.python_param().param_str(), rules, defaults);
   const bool gradual = config_.values["mode"] == "gradual";
   const std::string mode = gradual ? "gradual" : "regularize";
@@ -323,7 +324,7 @@ void DropInLayer<Dtype>::Forward_cpu(const std::vector<caffe::Blob<Dtype>*>& bot
   const double p_new = p_new_at(count);
   if (this->phase_ == caffe::TRAIN) {
     set_forward_count(count + 1);
-    drew_mask_ = 0.0 < p_new && p_new < 1.0;
+    drew_mask_ = config_.values["train"] == "select" && 0.0 < p_new && p_new < 1.0;
     p_used_ = p_new;
   } else {
     const Json& test = config_.values["test"];

@@ -17,7 +17,7 @@ import typing
 from .. import files
 from ..errors import ConfigError
 from . import plan as plans, prototxt, shapes as inference, solver as solvers, summary, templates, upgrade
-from . import validate as validation, vocabulary
+from . import identity, validate as validation, vocabulary
 
 
 @dataclasses.dataclass
@@ -41,6 +41,22 @@ class Expansion:
     solver_name: typing.Optional[str]
     shapes: dict
     title: str
+    initial_weights: typing.Optional[dict] = None
+
+    @property
+    def weights_name(self):
+        """The file name of `initial_weights` (the replicas' identity start) as `write` writes it."""
+        return None if self.initial_weights is None else self.net_name[: -len(".prototxt")] + "_init.caffemodel"
+
+    def train_command(self, out_dir):
+        """The `caffe train` command for the written solver: with --weights when there is an initial
+        .caffemodel (Caffe's solver has no field for one). None without a solver."""
+        if self.solver is None:
+            return None
+        command = "caffe train --solver=%s" % os.path.join(out_dir, self.solver_name)
+        if self.initial_weights is not None:
+            command += " --weights=%s" % os.path.join(out_dir, self.weights_name)
+        return command
 
     @property
     def net_text(self):
@@ -60,6 +76,8 @@ class Expansion:
         found = [("net", os.path.join(out_dir, self.net_name))]
         if self.solver is not None:
             found.append(("solver", os.path.join(out_dir, self.solver_name)))
+        if self.initial_weights is not None:
+            found.append(("weights", os.path.join(out_dir, self.weights_name)))
         return found + ([("drawing", draw)] if draw else [])
 
     def write(self, out_dir, force=False, draw=None):
@@ -76,6 +94,8 @@ class Expansion:
             solver = self.solver.copy()
             solver.set("net", os.path.abspath(written[0][1]))
         contents = [prototxt.dumps(self.net)] + ([prototxt.dumps(solver)] if solver is not None else [])
+        if self.initial_weights is not None:
+            contents.append(identity.caffemodel(self.initial_weights))
         if draw:
             contents.append(self._drawing())
         files.write_into(out_dir, [(path, content) for (_, path), content in zip(written, contents)], force)
@@ -190,7 +210,7 @@ def _pairs(value, option):
 
 
 def _options(plan, replicate, regularize, dropin_length, stagger, length_growth, dropin, p_top, add_activation,
-             replica_kernel, replica_std, widen=None):
+             replica_kernel, replica_std, widen=None, dropin_train=None):
     plan.replicate += _pairs(replicate, "--replicate")
     plan.regularize += _pairs(regularize, "--regularize")
     plan.widen += _pairs(widen, "--widen")
@@ -234,13 +254,22 @@ def _options(plan, replicate, regularize, dropin_length, stagger, length_growth,
             raise ConfigError("--replica-std STD, the std of the replicas' gaussian weights, must be a finite "
                               "number > 0 (e.g. 0.01), got %s" % (replica_std,))
         plan.replica_std = replica_std
+    if dropin_train is not None:
+        if dropin_train not in ("select", "blend"):
+            raise ConfigError('--dropin-train must be "select" (each unit from new with probability p, the default) or "blend" (a '
+                              'deterministic fade-in), got %r' % (dropin_train,))
+        if dropin_train == "blend" and not dropin:
+            raise ConfigError("--dropin-train blend sets how DropIn layers train, but --no-dropin emits none; "
+                              "drop one of the two")
+        plan.train = dropin_train
     return plan
 
 
 def expand_net(net=None, *, template=None, preset=None, replicate=None, regularize=None, widen=None,
                dropin_length=None, stagger=None, length_growth=None, dropin=True, p_top=False, add_activation=None,
                replica_kernel=None, replica_std=None, depth=None, width=None, input_shapes=None, solver=None,
-               max_iter=None, solver_mode=None, settings=None, validate=True, native=False):
+               max_iter=None, solver_mode=None, settings=None, validate=True, native=False, dropin_train=None,
+               replica_init=None):
     """Expand a net into its DropIn variant; returns an `Expansion` (nothing is written).
 
     net: a path, prototxt text or Message (current or V1 format); or template= a built-in stock
@@ -250,21 +279,30 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
     order) length round(L * G**i); depth and width set lenet-deep's N and C; input_shapes:
     {BLOB: (C, H, W) or (N, C, H, W)}; settings: template variables (--set); solver: the original
     solver (a path, text or Message); validate=False is --no-validate; native=True emits the
-    native (C++) layer types, DropIn and DropInResize, with the same param_str. The other
-    keywords are the flags of the same names.
+    native (C++) layer types, DropIn and DropInResize, with the same param_str; dropin_train="blend"
+    puts "train": "blend" (a deterministic fade-in) in every gradual DropIn's param_str;
+    replica_init="identity" starts every replica as the identity map (`initial_weights`, which
+    `write` writes as a .caffemodel for `caffe train --weights`). The other keywords are the flags
+    of the same names.
     """
     name, original, solver_tree, solver_name, plan, data = _source(net, template, preset, depth, width, settings,
                                                                     solver)
     plan = _options(plan, replicate, regularize, dropin_length, stagger, length_growth, dropin, p_top,
-                    add_activation, replica_kernel, replica_std, widen)
+                    add_activation, replica_kernel, replica_std, widen, dropin_train)
     plan.native = native
+    if replica_init not in (None, "identity"):
+        raise ConfigError('--replica-init must be "identity" (or left out for the replicas\' fillers), got %r'
+                          % (replica_init,))
+    if replica_init is not None and not plan.replicate:
+        raise ConfigError("--replica-init identity starts replicas; give --replicate LAYER=K (or a preset)")
     if net is not None and not plan.rewrites:
         raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K, --regularize LAYER=P or --widen "
                           "LAYER=C2" % (net if not is_inline(net) else "the net"))
     data.update(input_shapes or {})
     inferred = []  # what inference chose (a batch, a user's shape over a declared one): once each
     found, original_layers = inference.infer(original, "TRAIN", data, notes=inferred)
-    expanded, notes = plans.apply_plan(original, plan, found, solvers.iter_size(solver_tree), data)
+    replicas = []
+    expanded, notes = plans.apply_plan(original, plan, found, solvers.iter_size(solver_tree), data, replicas)
     suffix = "_" + plan.suffix if plan.suffix else ""
     emitted_solver = None
     if solver_tree is not None:
@@ -279,9 +317,10 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
     phases = {phase: inference.infer(expanded, phase, data, notes=inferred) for phase in ("TRAIN", "TEST")}
     notes[:0] = list(dict.fromkeys(inferred))
     shapes = {phase: found for phase, (found, _) in phases.items()}
+    initial = identity.identity_weights(expanded, replicas, shapes["TRAIN"]) if replica_init else None
     if validate:
         notes += validation.prove(original, expanded, emitted_solver, shapes)
     table = summary.rows(expanded, phases["TRAIN"][1])
     return Expansion(expanded, emitted_solver, table, notes, summary.totals(summary.rows(original, original_layers)),
                      summary.totals(table), name + suffix + ".prototxt",
-                     solver_name + suffix + ".prototxt" if solver_name else None, shapes, name + suffix)
+                     solver_name + suffix + ".prototxt" if solver_name else None, shapes, name + suffix, initial)

@@ -32,15 +32,15 @@ def _config(kind, config):
 
 
 def dropin(prev, new, length=None, *, mode="gradual", p_new=None, start=0, iter_size=1, seed=None,
-           test="expectation", p_top=False, name=None):
+           test="expectation", train="select", p_top=False, name=None):
     """A DropIn layer joining NetSpec tops `prev` and `new` (same shapes): its top, or (top, p)
     with p_top. Keywords are the param_str keys (see dropin_caffe.layers.DropIn); param_str holds
     what expand_net writes: name, mode unless gradual, length or p_new, start unless 0, iter_size,
-    seed and test when given."""
+    seed, and test and train when not their defaults."""
     from caffe import layers
     config = {"name": name, "mode": None if mode == "gradual" else mode, "length": length, "p_new": p_new,
               "start": start or None, "iter_size": iter_size, "seed": seed,
-              "test": None if test == "expectation" else test}
+              "test": None if test == "expectation" else test, "train": None if train == "select" else train}
     extra = {"loss_weight": [0, 0]} if p_top else {}
     return layers.Python(prev, new, ntop=2 if p_top else 1, param=[{"lr_mult": 0, "decay_mult": 0}],
                          python_param={"module": DROPIN_MODULE, "layer": "DropIn",

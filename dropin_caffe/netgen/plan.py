@@ -40,6 +40,7 @@ class Plan:
     names: typing.Dict[str, typing.List[str]] = dataclasses.field(default_factory=dict)
     native: bool = False
     widths: typing.Dict[str, int] = dataclasses.field(default_factory=dict)
+    train: str = "select"
 
     @property
     def rewrites(self):
@@ -128,11 +129,12 @@ def check_length_growth(growth, length, count):
                           "choose a smaller G or L" % (growth, count, length, growth, count - 1))
 
 
-def apply_plan(net, plan, shapes, iter_size=1, input_shapes=None):
+def apply_plan(net, plan, shapes, iter_size=1, input_shapes=None, replicas=None):
     """Apply `plan` to a copy of `net` (already upgraded). `shapes` are the TRAIN shapes of `net`
     (`shapes.infer` with `input_shapes`); the rewrites add the shapes of the blobs they make, so the
     net is inferred once, not once per rewrite; only widening, which changes the shapes downstream,
-    infers it again. Returns (expanded net, notes)."""
+    infers it again. `replicas`: a list the replica layers' names are appended to. Returns
+    (expanded net, notes)."""
     both = sorted({name for name, _ in plan.widen} & {name for name, _ in plan.replicate})
     if both:
         raise ConfigError("--widen %s and --replicate %s: a layer is either widened or replicated; give one of "
@@ -145,13 +147,15 @@ def apply_plan(net, plan, shapes, iter_size=1, input_shapes=None):
     net, shapes, notes = net.copy(), dict(shapes), []
     filler = rewrite.gaussian_filler(plan.replica_std) if plan.replica_std is not None else None
     dropin = {"length": plan.length, "iter_size": iter_size} if plan.dropin else None
+    if dropin is not None and plan.train != "select":
+        dropin["train"] = plan.train
     for name, width in plan.widen:
         rewrite.widen(net, name, width, dropin, shapes, p_top=plan.p_top, notices=notes)
         shapes = dict(inference.infer(net, "TRAIN", input_shapes, notes=[])[0])
     for name, count in plan.replicate:
         rewrite.replicate(net, name, count, dropin=dropin, p_top=plan.p_top, activation=plan.activation,
                           kernel=plan.kernel, filler=filler, names=plan.names.get(name), shapes=shapes,
-                          notices=notes)
+                          notices=notes, replicas=replicas)
     for name, value in plan.regularize:
         p_new, prev = value if isinstance(value, tuple) else (value, None)
         rewrite.regularize(net, name, p_new, shapes, iter_size=iter_size, p_top=plan.p_top, notices=notes,

@@ -251,7 +251,7 @@ def check_replicable(layer, shapes=None, net=None):
 
 
 def replicate(net, name, count, dropin=None, p_top=False, activation=None, kernel=None, filler=None,
-              names=None, shapes=None, notices=None):
+              names=None, shapes=None, notices=None, replicas=None):
     """Insert `count` replicas of layer `name` after it (see the module docstring); returns the net.
 
     dropin: the DropIn config of each join ({"length": L, "iter_size": n}), or None for plain replicas.
@@ -259,6 +259,7 @@ def replicate(net, name, count, dropin=None, p_top=False, activation=None, kerne
     kernel, filler: override the replicas' kernel size and weight filler (a Message).
     names: explicit replica names (default NAME_1 ... NAME_K).
     shapes: blob -> inferred shape; the shapes of the blobs added are added to it.
+    replicas: a list the names of the replica layers (copies of `name`) are appended to.
     """
     shapes = shapes if shapes is not None else {}
     if not isinstance(count, int) or count < 1:
@@ -276,6 +277,8 @@ def replicate(net, name, count, dropin=None, p_top=False, activation=None, kerne
     inserted = []
     for index, replica_name in enumerate(names, 1):
         replica, changed, given = _replica(original, _fresh(taken, replica_name), chain, kernel, filler)
+        if replicas is not None:
+            replicas.append(replica.get("name"))
         if index == 1:
             if changed:
                 notices.append("replicas of %s use stride 1 and \"same\" padding so that they keep the blob's shape"
