@@ -32,6 +32,7 @@ CITATION = re.compile(r"smith, hand (&|and) doster,? \(?2015\)?|\"gradual dropin
 # and nothing else in it is a number; one that only cites the paper passes on the same condition.
 SUPPORTED = (
     "how close to the paper",
+    "what the paper left open",  # the heading of the questions it names as future work
     "the vgg paper (simonyan & zisserman 2014",
     "the paper gives the nets and the outcomes but few numbers",
     "the paper gives no std",
