@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from ..errors import ConfigError
-from .rewrite import _per_axis
+from .rewrite import per_axis
 
 REFUSE = "--replica-init identity: replica '%s' %s, so it cannot start as the identity map; %s"
 
@@ -36,8 +36,8 @@ def _identity(layer, shapes):
     if kind == "Convolution":
         param = layer.get("convolution_param")
         outputs, group = int(param.get("num_output")), int(param.get("group", 1))
-        kernel = [int(k) for k in _per_axis(param, "kernel_size", 0, prefix="kernel")]
-        strides = _per_axis(param, "stride", 1)
+        kernel = [int(k) for k in per_axis(param, "kernel_size", 0, prefix="kernel")]
+        strides = per_axis(param, "stride", 1)
         if any(k % 2 == 0 for k in kernel) or list(strides) != [1, 1]:
             raise ConfigError(REFUSE % (name, "has kernel %s and stride %s (no centre tap, or a changed size)"
                                         % ("x".join(map(str, kernel)), "x".join(map(str, strides))),

@@ -140,7 +140,7 @@ def _replace(message, name, old, new):
             field[1] = new
 
 
-def _per_axis(param, key, default, prefix=None):
+def per_axis(param, key, default, prefix=None):
     """A conv parameter as [h, w], from `key` (one or two values) or PREFIX_h / PREFIX_w."""
     values = param.get_all(key)
     if values:
@@ -156,7 +156,7 @@ def _shape_preserving_conv(layer, kernel):
         for key in ("kernel_size", "kernel_h", "kernel_w"):
             param.remove(key)
         param.add("kernel_size", kernel)
-    sizes = _per_axis(param, "kernel_size", None, prefix="kernel")
+    sizes = per_axis(param, "kernel_size", None, prefix="kernel")
     dilations = param.get_all("dilation") or [1]
     dilations = dilations * 2 if len(dilations) == 1 else dilations
     if None in sizes or any(size % 2 == 0 for size in sizes):
@@ -164,8 +164,8 @@ def _shape_preserving_conv(layer, kernel):
                           "cannot keep the blob's shape; give an odd replica kernel (--replica-kernel 3)"
                           % (layer.get("name"), sizes))
     pads = [d * (k - 1) // 2 for k, d in zip(sizes, dilations)]
-    old_pads = _per_axis(param, "pad", 0)
-    old_strides = _per_axis(param, "stride", 1)
+    old_pads = per_axis(param, "pad", 0)
+    old_strides = per_axis(param, "stride", 1)
     for key in ("pad", "pad_h", "pad_w", "stride", "stride_h", "stride_w"):
         param.remove(key)
     if pads[0] == pads[1]:
