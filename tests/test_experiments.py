@@ -185,6 +185,36 @@ def test_a_bad_configuration_is_one_line_before_any_data_is_made(tmp_path, capsy
     assert not data_dir.exists() and not out_dir.exists()
 
 
+@pytest.mark.parametrize("solver, message", [
+    ({"lr_policyy": "fixed"}, 'configuration "LeNet": its solver with the experiment\'s "solver" fields: '),
+    ({"max_iter": 10}, '"solver" cannot set max_iter: the runner sets it'),
+    ({"weight_decay": [0]}, '"solver" maps solver field names to numbers or strings'),
+    ({"base_lr": "fast"}, 'configuration "LeNet": its solver with the experiment\'s "solver" fields: '),
+], ids=["unknown field", "runner's field", "list value", "string for a float"])
+def test_bad_solver_fields_are_one_line_before_any_data_is_made(tmp_path, capsys, solver, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(dict(SHORT, solver=solver)))
+    out_dir, data_dir = tmp_path / "out", tmp_path / "data"
+    code, out, err = run([str(path), "-o", str(out_dir), "--data-dir", str(data_dir)], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert message in err, err
+    assert not data_dir.exists() and not out_dir.exists()
+
+
+def test_the_experiment_solver_fields_reach_every_run(tmp_path):
+    """"solver" replaces the emitted solver's own values (LeNet's is "inv" with weight decay 5e-4)."""
+    experiment = config.Experiment(**dict(SHORT, solver={"lr_policy": "fixed", "weight_decay": 0, "base_lr": 0.02}))
+    data = {"train_lmdb": "/data/train", "test_lmdb": "/data/test", "mean_file": "/data/mean", "shape": (1, 28, 28),
+            "test_count": 100}
+    for name in experiment.configurations:
+        path = runner.build_run(experiment, runner.Run(name, 1, str(tmp_path / config.slug(name))), data,
+                                run_experiments.keywords(experiment.stage(name).arguments))
+        fields = [line.split(":")[0] for line in open(path).read().splitlines()]
+        text = open(path).read()
+        assert 'lr_policy: "fixed"' in text and "weight_decay: 0\n" in text and "base_lr: 0.02\n" in text
+        assert fields.count("lr_policy") == fields.count("weight_decay") == fields.count("base_lr") == 1
+
+
 def test_unknown_experiment_names_the_built_in_ones(capsys):
     code, out, err = run(["lenet-depp"], capsys)
     assert code == 2 and "no built-in experiment 'lenet-depp'" in err and "lenet-deep" in err
@@ -293,7 +323,7 @@ def test_ctrl_c_is_one_line_exit_130(tmp_path, short, capsys, monkeypatch):
 
 def test_deep_experiment_schedules_end_where_its_description_says():
     """`deep` (issue 15): 100 added 16-channel layers; the together run's DropIns are in at L, the two
-    staggered ones' last at about 1990, before the 2500 iterations end; plain has no DropIn."""
+    staggered ones' last at about 1194, before the 1500 iterations end; plain has no DropIn."""
     from dropin_caffe.netgen import rewrite
     from dropin_caffe.netgen.expand import expand_net
 
@@ -305,5 +335,5 @@ def test_deep_experiment_schedules_end_where_its_description_says():
         assert expansion.expanded.weight_layers == 104 and expansion.shapes["TRAIN"]["pool2"][1] == 16
         configs = [c for _, c in rewrite.dropin_configs(expansion.net)]
         ends[configuration] = max((c.get("start", 0) + c["length"] for c in configs), default=None)
-    assert list(ends.values()) == [None, 1000, 1990, 990 + round(500 * 1.007 ** 99)]
-    assert 1980 <= ends["depth 100, DropIn staggered S=10 L=500*1.007^i"] <= 2000 < experiment.iterations
+    assert list(ends.values()) == [None, 600, 1194, 594 + round(300 * 1.007 ** 99)]
+    assert 1180 <= ends["depth 100, DropIn staggered S=6 L=300*1.007^i"] <= 1200 < experiment.iterations

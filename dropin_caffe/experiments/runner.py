@@ -115,6 +115,20 @@ def check_configurations(experiment, keywords):
         if built.solver is None:
             raise ConfigError('configuration "%s": it has no solver to train with; give --solver with a net file, '
                               'or use --template or --preset' % clip(name))
+        try:
+            prototxt.check_with_caffe_pb2(prototxt.dumps(_solver(experiment, built)), "solver",
+                                         filename="the run's solver")
+        except ConfigError as error:
+            raise ConfigError('configuration "%s": its solver with the experiment\'s "solver" fields: %s'
+                              % (clip(name), error)) from None
+
+
+def _solver(experiment, built):
+    """The configuration's emitted solver with the experiment's "solver" fields set."""
+    solver = built.solver.copy()
+    for key, value in (experiment.solver or {}).items():
+        solver.set(key, value)
+    return solver
 
 
 def build_run(experiment, run, data, keywords):
@@ -129,7 +143,7 @@ def build_run(experiment, run, data, keywords):
         layer.get("python_param").set("param_str", json.dumps(config))
     os.makedirs(run.directory, exist_ok=True)
     net_path = os.path.join(run.directory, "net.prototxt")
-    solver = built.solver.copy()
+    solver = _solver(experiment, built)
     test_batch = _test_batch(net)
     for key, value in (("net", net_path), ("max_iter", iterations),
                        ("test_interval", min(experiment.test_interval, iterations)),
