@@ -176,10 +176,11 @@ def test_markdown_summary_by_hand(runs):
     # plain: final 0.7, 0.8; best the same; speeds 100 and 50 iter/s; DropIn: best 0.96, 0.9
     assert markdown_summary(runs) == (
         "| configuration | seeds | final accuracy: mean [min, max] | best accuracy: mean [min, max] "
-        "| last iteration | iterations/s |\n"
-        "|---|---:|---|---|---:|---:|\n"
-        "| plain | 2 | 0.7500 [0.7000, 0.8000] | 0.7500 [0.7000, 0.8000] | 20 | 75 |\n"
-        "| DropIn | 2 (1 unfinished) | 0.9300 [0.9000, 0.9600] | 0.9300 [0.9000, 0.9600] | 20 | 100 |\n")
+        "| best - final | last iteration | iterations/s |\n"
+        "|---|---:|---|---|---|---:|---:|\n"
+        "| plain | 2 | 0.7500 [0.7000, 0.8000] | 0.7500 [0.7000, 0.8000] | 0.0000 [0.0000, 0.0000] | 20 | 75 |\n"
+        "| DropIn | 2 (1 unfinished) | 0.9300 [0.9000, 0.9600] | 0.9300 [0.9000, 0.9600] | 0.0000 [0.0000, 0.0000] "
+        "| 20 | 100 |\n")
 
 
 def test_markdown_summary_best_of_a_loss_is_its_minimum_and_missing_values_are_dashes():
@@ -187,8 +188,21 @@ def test_markdown_summary_best_of_a_loss_is_its_minimum_and_missing_values_are_d
     no_test = parse_log("Iteration 0, loss = 1\nIteration 10, loss = 0.5\n")
     table = markdown_summary({"a|b": [log], "c": [no_test]}, output="loss").splitlines()
     assert table[0].startswith("| configuration | seeds | final loss: mean [min, max] | best loss:")
-    assert table[2] == "| a\\|b | 1 | 1.5000 [1.5000, 1.5000] | 1.5000 [1.5000, 1.5000] | 10 | 100 |"
-    assert table[3] == "| c | 1 (1 unfinished) | — | — | 10 | — |"
+    assert table[2] == ("| a\\|b | 1 | 1.5000 [1.5000, 1.5000] | 1.5000 [1.5000, 1.5000] | 0.0000 [0.0000, 0.0000] "
+                        "| 10 | 100 |")
+    assert table[3] == "| c | 1 (1 unfinished) | — | — | — | 10 | — |"
+
+
+def test_markdown_summary_reports_how_far_each_run_ended_below_its_best():
+    """The late degradation of issue 14: best - final per seed (for a loss, final - best)."""
+    falls = parse_log(caffe_log({0: 0.5, 10: 0.9, 20: 0.8}, {0: 2.0, 10: 1.0, 20: 0.5},
+                                test_loss={0: 3.0, 10: 1.0, 20: 1.25}))
+    holds = parse_log(caffe_log({0: 0.5, 10: 0.9, 20: 0.9}, {0: 2.0, 10: 1.0, 20: 0.5}))
+    accuracy = markdown_summary({"x": [falls, holds]}).splitlines()[2]
+    assert accuracy.split(" | ")[2:5] == ["0.8500 [0.8000, 0.9000]", "0.9000 [0.9000, 0.9000]",
+                                          "0.0500 [0.0000, 0.1000]"]
+    loss = markdown_summary({"x": [falls]}, output="loss").splitlines()[2]
+    assert loss.split(" | ")[4] == "0.2500 [0.2500, 0.2500]"
 
 
 # files

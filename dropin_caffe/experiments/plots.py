@@ -253,13 +253,14 @@ def _number(value):
 
 def markdown_summary(runs, output=None):
     """A Markdown table: per configuration the seeds, the final and the best test accuracy (or
-    `output`) as mean [min, max] over seeds, the last iteration and the iterations/second."""
+    `output`) and how far each run ended from its best (the late degradation), as mean [min, max]
+    over seeds, the last iteration and the iterations/second."""
     keys = {configuration: _output_key(output, logs) for configuration, logs in runs.items()}
     names = {key[1] for key in keys.values() if key}
     name = names.pop() if len(names) == 1 else "test output"
     lines = ["| configuration | seeds | final %s: mean [min, max] | best %s: mean [min, max] "
-             "| last iteration | iterations/s |" % (name, name),
-             "|---|---:|---|---|---:|---:|"]
+             "| best - final | last iteration | iterations/s |" % (name, name),
+             "|---|---:|---|---|---|---:|---:|"]
     for configuration, logs in runs.items():
         key = keys[configuration]
         unfinished = sum(not log.finished for log in logs)
@@ -268,9 +269,10 @@ def markdown_summary(runs, output=None):
         last = "—" if not lasts else "%d" % lasts[0] if len(lasts) == 1 else "%d–%d" % (lasts[0], lasts[-1])
         speeds = [log.iterations_per_second for log in logs if log.iterations_per_second]
         speed = "—" if not speeds else "%.3g" % np.mean(speeds) if np.mean(speeds) < 100 else "%.0f" % np.mean(speeds)
-        lines.append("| %s | %s | %s | %s | %s | %s |" % (
-            configuration.replace("|", "\\|"), seeds, _spread(_finals(logs, key) if key else []),
-            _spread(_bests(logs, key) if key else []), last, speed))
+        finals, bests = (_finals(logs, key), _bests(logs, key)) if key else ([], [])
+        lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            configuration.replace("|", "\\|"), seeds, _spread(finals), _spread(bests),
+            _spread([abs(b - f) for f, b in zip(finals, bests)]), last, speed))
     return "\n".join(lines) + "\n"
 
 
