@@ -392,3 +392,33 @@ def test_read_log_damaged_gz_is_one_line_config_error(tmp_path, damage):
         read_log(str(path))
     message = str(raised.value)
     assert "\n" not in message and message.startswith("log %s cannot be read (the gzip data is" % path)
+
+
+def test_a_diverged_net_logs_accuracy_1_and_is_read_as_nan(tmp_path):
+    """Caffe's Accuracy counts an image whose class scores are all NaN as right: a net that diverged
+    logs accuracy 1. The reader masks every output of a test whose loss is not finite, marks the log
+    diverged, and the summary neither reports nor plots the 1."""
+    from dropin_caffe.experiments.plots import markdown_summary
+
+    net = tmp_path / "nan.prototxt"
+    net.write_text(textwrap.dedent("""\
+        name: "nan"
+        layer { name: "data" type: "DummyData" top: "x" top: "label"
+          dummy_data_param { shape { dim: 4 dim: 3 } shape { dim: 4 }
+            data_filler { type: "constant" value: nan } data_filler { type: "constant" value: 1 } } }
+        layer { name: "ip" type: "InnerProduct" bottom: "x" top: "scores"
+          inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.1 } } }
+        layer { name: "loss" type: "SoftmaxWithLoss" bottom: "scores" bottom: "label" top: "loss" }
+        layer { name: "accuracy" type: "Accuracy" bottom: "scores" bottom: "label" top: "accuracy"
+          include { phase: TEST } }
+        """))
+    text, _ = caffe_train("--solver=" + write_solver(str(tmp_path / "solver.prototxt"), [
+        'net: "%s"' % net, "test_iter: 1", "test_interval: 2", "display: 1", "max_iter: 4", "base_lr: 0.01",
+        'snapshot_prefix: "%s"' % (tmp_path / "nan")]))
+    log = parse_log(text)
+    raw = log.outputs("test")
+    assert raw[0, "accuracy"] == {0: 1.0, 2: 1.0, 4: 1.0} and all(math.isnan(v) for v in raw[0, "loss"].values())
+    assert all(math.isnan(v) for v in log.test_outputs()[0, "accuracy"].values())
+    assert log.diverged and not parse_log("Iteration 0, loss = 1\nIteration 2, loss = 0.5\n").diverged
+    row = markdown_summary({"nan": [log]}).splitlines()[2]
+    assert row.startswith("| nan | 1 (1 diverged) | — | — | — |"), row

@@ -122,8 +122,25 @@ class Log:
         return dict(sorted(table.items(), key=lambda item: item[0][0]))
 
     def test_outputs(self):
-        """{(test net index, name): {iteration: value}}, DropIn p outputs included."""
-        return self.outputs("test")
+        """{(test net index, name): {iteration: value}}, DropIn p outputs included.
+
+        Where a test net's loss is NaN or infinite (the net diverged), its other outputs at that
+        test are NaN too: Caffe's Accuracy counts an image whose scores are all NaN as right (no
+        class scores higher than the true one), so a diverged net logs accuracy 1.
+        """
+        table = self.outputs("test")
+        diverged = {(net, i) for (net, name), series in table.items() if "loss" in name.lower()
+                    for i, value in series.items() if not math.isfinite(value)}
+        kept = set(self.dropin_names)
+        return {(net, name): {i: math.nan if (net, i) in diverged and name not in kept else value
+                              for i, value in series.items()}
+                for (net, name), series in table.items()}
+
+    @property
+    def diverged(self):
+        """The train loss or a test net's loss became NaN or infinite."""
+        return any(not math.isfinite(v) for v in self.train_loss.values()) or any(
+            not math.isfinite(r.value) for r in self.records if r.phase == "test" and "loss" in r.name.lower())
 
     @property
     def dropin_names(self):

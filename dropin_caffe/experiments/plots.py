@@ -263,8 +263,9 @@ def markdown_summary(runs, output=None):
              "|---|---:|---|---|---|---:|---:|"]
     for configuration, logs in runs.items():
         key = keys[configuration]
-        unfinished = sum(not log.finished for log in logs)
-        seeds = "%d" % len(logs) + (" (%d unfinished)" % unfinished if unfinished else "")
+        unfinished, diverged = sum(not log.finished for log in logs), sum(log.diverged for log in logs)
+        seeds = "%d" % len(logs) + "".join(" (%d %s)" % (count, word) for count, word in
+                                           ((unfinished, "unfinished"), (diverged, "diverged")) if count)
         lasts = sorted({log.last_iteration for log in logs if log.last_iteration is not None})
         last = "—" if not lasts else "%d" % lasts[0] if len(lasts) == 1 else "%d–%d" % (lasts[0], lasts[-1])
         speeds = [log.iterations_per_second for log in logs if log.iterations_per_second]
