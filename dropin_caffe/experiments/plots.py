@@ -190,24 +190,20 @@ def plot_loss(ax, runs, colours=None):
     return ax
 
 
-def _finals(logs, key):
-    """The last logged test value of each log that has one."""
-    finals = []
-    for series in _test_series(logs, key):
-        finite = {i: v for i, v in series.items() if math.isfinite(v)}
-        if finite:
-            finals.append(finite[max(finite)])
-    return finals
+def _final(series):
+    """The value of the last test, or None when it is missing or not finite (a diverged net's)."""
+    return series[max(series)] if series and math.isfinite(series[max(series)]) else None
 
 
-def _bests(logs, key):
+def _best(series, key):
+    finite = [v for v in series.values() if math.isfinite(v)]
     lower = any(word in key[1].lower() for word in LOWER_IS_BETTER)
-    bests = []
-    for series in _test_series(logs, key):
-        finite = [v for v in series.values() if math.isfinite(v)]
-        if finite:
-            bests.append(min(finite) if lower else max(finite))
-    return bests
+    return (min(finite) if lower else max(finite)) if finite else None
+
+
+def _finals(logs, key):
+    """The last test value of each log whose last test value is finite."""
+    return [f for f in (_final(series) for series in _test_series(logs, key)) if f is not None]
 
 
 def plot_final_bars(ax, runs, output=None, colours=None):
@@ -270,10 +266,11 @@ def markdown_summary(runs, output=None):
         last = "—" if not lasts else "%d" % lasts[0] if len(lasts) == 1 else "%d–%d" % (lasts[0], lasts[-1])
         speeds = [log.iterations_per_second for log in logs if log.iterations_per_second]
         speed = "—" if not speeds else "%.3g" % np.mean(speeds) if np.mean(speeds) < 100 else "%.0f" % np.mean(speeds)
-        finals, bests = (_finals(logs, key), _bests(logs, key)) if key else ([], [])
+        pairs = [(_final(series), _best(series, key)) for series in _test_series(logs, key)] if key else []
+        finals, bests = ([v for v in values if v is not None] for values in zip(*pairs)) if pairs else ([], [])
         lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
             configuration.replace("|", "\\|"), seeds, _spread(finals), _spread(bests),
-            _spread([abs(b - f) for f, b in zip(finals, bests)]), last, speed))
+            _spread([abs(b - f) for f, b in pairs if f is not None]), last, speed))
     return "\n".join(lines) + "\n"
 
 
