@@ -187,7 +187,7 @@ BUILTIN = {
             **{"LeNet + regularizing DropIn p_new %s before ip2" % p: SMALL_LENET + [
                 "--set", "dropout_ratio=0.5", "--regularize", "drop1=%s" % p] for p in ("0.3", "0.5", "0.7")},
         }, 1000, 10000,
-        "Regularizing DropIn where the paper sees late overfitting: LeNet on 1,000 MNIST training images, batch "
+        "Regularizing DropIn in a regime meant to overfit: LeNet on 1,000 MNIST training images, batch "
         "16, 5,000 iterations (80 epochs), a fixed learning rate 0.01 without weight decay, tested on all 10,000 "
         "test images (our regime). Caution: in our pilots (docs/pilots/regularize-long.md) the plain net's test "
         "accuracy did not fall late in this regime or two others, so this comparison cannot show the claim.",
