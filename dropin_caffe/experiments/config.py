@@ -162,6 +162,14 @@ BUILTIN = {
         "layers entering at different iterations and tailored DropIn lengths per layer as future work; the depth, "
         "width, lengths, stagger, iterations and single seed are our choice, sized for about 30 minutes on "
         "2 cores (0.56 s an iteration on one core at batch 64, measured with caffe time)."),
+    "deep-50": Experiment(
+        "deep-50", "mnist", 1500, 150, [1], {
+            "depth 50, DropIn staggered S=12 L=600": LENET_DEEP + ["--depth", "50", "--width", "16", "--native",
+                                                                   "--dropin-length", "600", "--stagger", "12"],
+        }, None, 1000,
+        "deep at half the depth: LeNet with 50 added 3x3 conv+ReLU layers of 16 channels, no shortcuts, gaussian "
+        "std 0.01, staggered DropIn (layer i from iteration 12i, L = 600: the last is in at 1188), 1500 "
+        "iterations, one seed (our choice)."),
     "fashion-cifar11": Experiment(
         "fashion-cifar11", "fashion_mnist", 1500, 150, [1, 2, 3], {
             "CIFAR-10 quick (3 conv)": ["--template", "cifar10_quick"] + SMALL_BATCH,
