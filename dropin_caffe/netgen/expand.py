@@ -161,6 +161,8 @@ def _source(net, template, preset, depth, width, settings, solver):
         raise ConfigError("give exactly one of a net, a template or a preset, got %s"
                           % (", ".join(k for k, v in (("net", net), ("template", template), ("preset", preset))
                                        if v is not None) or "none"))
+    if preset is None and (depth is not None or width is not None):
+        raise ConfigError("%s applies to --preset lenet-deep only" % ("--depth" if depth is not None else "--width"))
     plan = plans.Plan()
     variables = {name: templates.parse_value(value) if isinstance(value, str) else value
                  for name, value in (settings or {}).items()}
@@ -169,8 +171,6 @@ def _source(net, template, preset, depth, width, settings, solver):
             raise ConfigError("--solver goes with a net file; a template or preset brings its own solver")
         if preset is not None:
             template, plan = plans.preset_plan(preset, depth, width)
-        elif depth is not None or width is not None:
-            raise ConfigError("%s applies to --preset lenet-deep only" % ("--depth" if depth is not None else "--width"))
         name = plans.PRESETS[preset].stem if preset else template
         tree = plans.set_widths(prototxt.parse(templates.render_net(template, **variables), "template %s" % template),
                                 plan.widths)
@@ -179,8 +179,6 @@ def _source(net, template, preset, depth, width, settings, solver):
         return name, tree, solver_tree, name + "_solver", plan, data
     if variables:
         raise ConfigError("--set gives template variables; it needs --template or --preset")
-    if depth is not None or width is not None:
-        raise ConfigError("%s applies to --preset lenet-deep only" % ("--depth" if depth is not None else "--width"))
     name = stem(net) if not is_inline(net) else "net"
     tree = read_prototxt(net, "net")
     vocabulary.check_structure(tree)  # before upgrade, so that layer #N counts the user's layers

@@ -555,12 +555,12 @@ def merge_widenings(net, weights):
         blob, joined = str(layer.get("bottom")), str(layer.get("top"))
         removed = {id(extra), id(layer)} | {id(f) for f in extra_followers}
         rebuilt = []
-        for other in layers:
+        for position, other in enumerate(layers):
             if id(other) in removed:
                 continue
             if other is found[0]:
                 other = head
-            elif layers.index(other) > index:
+            elif position > index:
                 _rename_blob(other, joined, blob)
             rebuilt.append(other)
         index = rebuilt.index(head) + 1
