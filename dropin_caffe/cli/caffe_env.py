@@ -1,15 +1,16 @@
 """Build, inspect and run commands in the Caffe that dropin_caffe uses.
 
   caffe-env create [--force]   build the embedded Caffe (Debian bullseye) unless present
-  caffe-env run CMD [ARGS...]  run CMD with Caffe, the repo on PYTHONPATH; its exit code
+  caffe-env run CMD [ARGS...]  run CMD with Caffe, the repo on PYTHONPATH, and wait for it:
+                               its exit code; SIGINT, SIGTERM and SIGHUP go on to CMD
   caffe-env info               which Caffe is in use: path, version, BLAS, Python
 
 A machine whose python3 already imports caffe uses that Caffe and builds nothing.
 Environment: DROPIN_CAFFE_HOME (where the root is kept, default ~/.cache/dropin-caffe),
-DROPIN_CAFFE_MIRROR (Debian mirror), DROPIN_CAFFE_BIND (more paths to see inside, ':'-separated).
+DROPIN_CAFFE_MIRROR (Debian mirror), DROPIN_CAFFE_BIND (more paths to see inside, ':'-separated),
+DROPIN_CAFFE_EMBEDDED=1 (use the embedded Caffe even where python3 imports one).
 """
 import argparse
-import os
 import sys
 
 from .. import env
@@ -31,7 +32,7 @@ def main(argv=None):
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:
         if args.command == "create":
-            if env.host_has_caffe() and not args.force:
+            if env.uses_own_caffe() and not args.force:
                 log("caffe-env: this machine's python3 imports caffe; nothing to build")
             else:
                 print(env.create(force=args.force, log=log))
@@ -39,11 +40,11 @@ def main(argv=None):
         if args.command == "run" and not args.argv:
             parser.error("run needs a command, e.g. tools/caffe-env run python3 -m pytest tests")
         argv = args.argv if args.command == "run" else ["python3", "-c", env.INFO_SCRIPT]
-        command, environ = env.command_line(argv, log=log)
         if args.command == "info":
+            command, _ = env.command_line(argv, log=log)
             print("in use:  %s" % ("embedded, " + env.root() if command[0] == "bwrap" else "this machine's own"))
         sys.stdout.flush()
-        os.execvpe(command[0], command, environ)
+        return env.run(argv, log=log)
     except DropInCaffeError as error:
         print("caffe-env: %s" % error, file=sys.stderr)
         return 2
