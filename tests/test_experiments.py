@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from dropin_caffe.cli import export_net, run_experiments
-from dropin_caffe.experiments import config, runner
+from dropin_caffe.experiments import config, runner, training
 from dropin_caffe.errors import ConfigError
 
 SHORT = {"name": "short", "dataset": "mnist", "train_count": 200, "test_count": 100,
@@ -22,6 +22,12 @@ def short(tmp_path):
     path = tmp_path / "short.json"
     path.write_text(json.dumps(SHORT))
     return str(path)
+
+
+def finished_record(run_dir):
+    """What a run's record.json says of its end (None while unfinished)."""
+    with open(os.path.join(run_dir, "record.json")) as f:
+        return json.load(f)["finished"]
 
 
 def run(argv, capsys):
@@ -39,7 +45,7 @@ def test_a_short_experiment_trains_parses_and_plots(tmp_path, short, capsys):
     for configuration in SHORT["configurations"]:
         for seed in (1, 2):
             run_dir = os.path.join(out_dir, config.slug(configuration), "seed%d" % seed)
-            assert json.load(open(os.path.join(run_dir, "done.json")))["iterations"] == 30
+            assert finished_record(run_dir)["iterations"] == 30
             assert os.path.exists(os.path.join(run_dir, "snapshot_iter_30.caffemodel"))  # the final weights, kept
             assert not [name for name in os.listdir(run_dir) if name.endswith(".solverstate")]
             assert "Optimization Done." in open(os.path.join(run_dir, "caffe.log")).read()
@@ -86,8 +92,8 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path, capsys):
     assert "run %s failed" % os.path.join(out_dir, "broken", "seed1") in err
     assert "no_such_module_here" in err  # the end of its log says why
     assert "1 runs failed" in err
-    assert os.path.exists(os.path.join(out_dir, "LeNet", "seed1", "done.json"))
-    assert not os.path.exists(os.path.join(out_dir, "broken", "seed1", "done.json"))
+    assert finished_record(os.path.join(out_dir, "LeNet", "seed1"))
+    assert not finished_record(os.path.join(out_dir, "broken", "seed1"))
     assert "| LeNet | 1 |" in out
 
 
@@ -156,7 +162,7 @@ def test_a_chained_run_starts_from_the_final_weights_of_the_one_before(tmp_path,
     log = open(os.path.join(deep_dir, "caffe.log")).read()
     assert "Finetuning from %s" % os.path.join(shallow_dir, "snapshot_iter_10.caffemodel") in log
     assert "Finetuning from %s" % os.path.join(deep_dir, "init.caffemodel") in log
-    assert json.load(open(os.path.join(deep_dir, "done.json")))["weights"] == "snapshot_iter_5.caffemodel"
+    assert finished_record(deep_dir)["weights"] == "snapshot_iter_5.caffemodel"
     with open(os.path.join(out_dir, "results.csv")) as f:
         rows = {(row["configuration"], int(row["iteration"])): row for row in csv.DictReader(f)}
     deep = sorted(i for c, i in rows if c == "deep")
@@ -263,17 +269,17 @@ I1201 10:00:00.100000  1 caffe.cpp:260] Optimization Done.
 
 
 def test_a_log_that_stopped_before_max_iter_is_not_finished():
-    assert runner.reached_iteration(STOPPED_LOG) == 96
-    assert not runner.finished(STOPPED_LOG, 0, 200)
+    assert training.reached_iteration(STOPPED_LOG) == 96
+    assert not training.finished(STOPPED_LOG, 0, 200)
     without_the_early_line = STOPPED_LOG.replace("Optimization stopped early.", "")
-    assert not runner.finished(without_the_early_line, 0, 200)  # the iteration alone decides
+    assert not training.finished(without_the_early_line, 0, 200)  # the iteration alone decides
     done = STOPPED_LOG.replace("Optimization stopped early.", "Iteration 200, loss = 0.2")
-    assert runner.finished(done, 0, 200) and not runner.finished(done, 1, 200)
+    assert training.finished(done, 0, 200) and not training.finished(done, 1, 200)
 
 
 def test_caffe_stopped_by_ctrl_c_is_not_marked_done(tmp_path):
-    """The real `caffe train` on a tiny net with a large max_iter, stopped through the runner's STOP
-    event (what Ctrl-C sets): Caffe exits 0 saying "Optimization Done.", the run is not done."""
+    """The real `caffe train` on a tiny net with a large max_iter, stopped through the runner's stop
+    (what Ctrl-C does): Caffe exits 0 saying "Optimization Done.", the run is not done."""
     net = tmp_path / "net.prototxt"
     net.write_text("""
         layer { name: "data" type: "DummyData" top: "data" top: "label"
@@ -283,30 +289,27 @@ def test_caffe_stopped_by_ctrl_c_is_not_marked_done(tmp_path):
           inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
         layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
         """)
+    run_dir = tmp_path / "run"
     solver = tmp_path / "solver.prototxt"
     solver.write_text('net: "%s"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 100000000\ndisplay: 1000\n'
-                      'snapshot_prefix: "%s"\nsolver_mode: CPU\n' % (net, tmp_path / "snap"))
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    stopped = runner.Run("tiny", 1, str(run_dir))
+                      'snapshot_prefix: "%s"\nsolver_mode: CPU\n' % (net, run_dir / "snapshot"))
+    stopped = training.Run("tiny", 1, str(run_dir), {"tiny": 1})
+    task = training.Task(stopped, str(solver), 100000000, threads=1, tag="ctrl-c test")
 
-    class Watch(runner.Events):
+    class Watch(training.Events):
         def update(self, label, iteration):  # Caffe is training: press Ctrl-C
             if iteration >= 1000:
-                runner.STOP.set()
+                training.stop(task.tag)
 
-    runner.STOP.clear()
-    timer = threading.Timer(60, runner.STOP.set)  # never hang the suite
+    timer = threading.Timer(60, training.stop, [task.tag])  # never hang the suite
     timer.start()
     try:
-        ok, _ = runner.train(stopped, str(solver), Watch(), 100000000, threads=1)
+        ok, _ = training.execute(task, Watch())
     finally:
         timer.cancel()
-        runner.STOP.clear()
     log = open(stopped.log).read()
-    assert "Optimization Done." in log and 1000 <= runner.reached_iteration(log) < 100000000
-    assert not ok and not stopped.finished and not os.path.exists(stopped.done)
-    assert not os.path.exists(stopped.log + ".partial")
+    assert "Optimization Done." in log and 1000 <= training.reached_iteration(log) < 100000000
+    assert not ok and not stopped.finished and finished_record(str(run_dir)) is None
 
 
 def test_ctrl_c_is_one_line_exit_130(tmp_path, short, capsys, monkeypatch):
@@ -318,7 +321,8 @@ def test_ctrl_c_is_one_line_exit_130(tmp_path, short, capsys, monkeypatch):
     code, out, err = run([short, "-o", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data")], capsys)
     lines = err.strip().splitlines()
     assert code == 130 and out == ""
-    assert lines == ["run_experiments.py: stopped; finished runs are kept, run the same command to go on"], err
+    assert lines == ["run_experiments.py: stopped; 0 of 4 runs finished; run the same command to continue (the others "
+                     "resume from their snapshots)"], err
 
 
 def test_deep_experiment_schedules_end_where_its_description_says():

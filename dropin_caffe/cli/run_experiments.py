@@ -4,7 +4,9 @@ Configurations are expand_net arguments; this command's expand_net parser turns 
 keywords the runner builds each net with. Progress is one status line with an ETA.
 """
 import argparse
+import contextlib
 import os
+import signal
 import threading
 import time
 
@@ -33,6 +35,15 @@ def parser():
                    help="where the LMDBs are made and reused (default out/data)")
     p.add_argument("--jobs", type=int, default=2, metavar="N", help="runs at once (default 2, one core each)")
     p.add_argument("--report-only", action="store_true", help="only parse the finished runs and plot")
+    p.add_argument("--restart", action="store_true", help="start every run over instead of resuming or skipping it")
+    p.add_argument("--snapshot-every", type=int, metavar="N", help="snapshot every N iterations "
+                   "(default: a tenth of each run)")
+    p.add_argument("--snapshot-minutes", type=float, default=10, metavar="M",
+                   help="also snapshot when M minutes passed without one (default 10; 0: never)")
+    p.add_argument("--cluster", metavar="tcp://HOST:PORT", help="train each run as a task of this Dask scheduler "
+                   "(-o and --data-dir on a filesystem every worker sees)")
+    p.add_argument("--runs-per-worker", type=int, default=1, metavar="N",
+                   help="with --cluster: runs a worker takes at once (default 1)")
     return p
 
 
@@ -98,14 +109,27 @@ def _run(argv, out, err):
         experiment.test_interval = min(experiment.test_interval, args.iterations)
     if args.dataset:
         experiment.dataset = args.dataset
-    if args.jobs < 1:
-        raise ConfigError("--jobs must be >= 1, got %d" % args.jobs)
+    for flag, value, least in (("--jobs", args.jobs, 1), ("--snapshot-every", args.snapshot_every, 1),
+                               ("--snapshot-minutes", args.snapshot_minutes, 0)):
+        if value is not None and value < least:
+            raise ConfigError("%s must be >= %s, got %s" % (flag, least, value))
     out_dir = args.output_dir or os.path.join("out", config.slug(experiment.name))
     if args.report_only:
-        runs, failed = runner.plan_runs(experiment, out_dir), []
+        runs, failed = runner.plan_runs(experiment, out_dir, args.source), []
     else:
-        runs, failed = runner.run_experiment(experiment, out_dir, args.data_dir, keywords, args.source, args.jobs,
-                                             Progress(err))
+        try:
+            with _stopped_by_signals(), _cluster(args) as cluster:
+                runs, failed = runner.run_experiment(
+                    experiment, out_dir, args.data_dir, keywords, args.source, args.jobs, Progress(err), args.restart,
+                    args.snapshot_every, args.snapshot_minutes, cluster)
+        except KeyboardInterrupt:
+            runs = runner.plan_runs(experiment, out_dir, args.source)
+            print("\nrun_experiments.py: stopped; %d of %d runs finished; run the same command to continue (the "
+                  "others resume from their snapshots)" % (sum(run.finished for run in runs), len(runs)), file=err)
+            return 130
+    if failed and not any(run.finished for run in runs):  # nothing to report: say what failed
+        print("%d runs failed (see above) and none finished; rerun the command to retry them" % len(failed), file=err)
+        return 1
     summary, picture = report.report(experiment, runs, out_dir)
     print(summary, file=out)
     print("\nplot: %s (and .svg); table: %s; every value: %s" % (
@@ -124,6 +148,43 @@ def _run(argv, out, err):
     return 0
 
 
+@contextlib.contextmanager
+def _cluster(args):
+    """The Dask cluster of --cluster (connected, closed after), or None to train here."""
+    if not args.cluster:
+        yield None
+        return
+    from ..experiments.cluster import Cluster
+    cluster = Cluster(args.cluster, args.runs_per_worker)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@contextlib.contextmanager
+def _stopped_by_signals():
+    """SIGTERM and SIGHUP (a closed terminal, a batch system's time limit, kill) stop the runs as
+    Ctrl-C does; the first of the three is enough, later ones are ignored while the runs stop. A
+    signal ignored at start (SIGHUP under nohup) stays ignored."""
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is not signal.SIG_IGN]
+
+    def stop(signum, frame):
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    before = {s: signal.signal(s, stop) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def _has_dropin(run):
     net = prototxt.read(os.path.join(run.directory, "net.prototxt"))
     return any(our_layer(layer) == "DropIn" for layer in net.get_all("layer"))
@@ -131,5 +192,4 @@ def _has_dropin(run):
 
 def main(argv=None, out=None, err=None):
     """tools/run_experiments.py EXPERIMENT [...]: 0 done, 1 some runs failed, 2 bad input, 130 Ctrl-C."""
-    return shell("run_experiments.py", _run, argv, out, err,
-                 interrupted="stopped; finished runs are kept, run the same command to go on")
+    return shell("run_experiments.py", _run, argv, out, err)

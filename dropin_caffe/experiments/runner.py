@@ -1,74 +1,79 @@
 """Running an experiment (`config.Experiment`): every configuration x seed trained with the real
-`caffe train`, two runs at a time by default.
+`caffe train`, two runs at a time by default, or each as a task on a Dask cluster.
 
 A configuration's expand_net arguments become `expand_net` keywords through the `keywords`
 function the caller gives (the command line's own parser), so a run builds exactly the net the
 command line would. Each run lives in OUT/<configuration>/seed<N>/ (net, solver, caffe.log, its
-final weights snapshot_iter_N.caffemodel, done.json). A configuration chained "after" another
-starts from that configuration's final weights of the same seed (`caffe train --weights=`), so
-it waits for it; a net with initial weights (`--replica-init identity`) has them written beside
-it as init.caffemodel and loaded too. A run whose done.json and final weights are
-there is finished and skipped when the experiment is run again; Ctrl-C stops the current run and
-leaves the finished ones intact; a failed run is reported with its log's last lines and the
-others go on.
+final weights snapshot_iter_N.caffemodel, record.json; see `training`). A configuration chained
+"after" another starts from that configuration's final weights of the same seed (`caffe train
+--weights=`), so it waits for it; a net with initial weights (`--replica-init identity`) has them
+written beside it as init.caffemodel and loaded too.
+
+A run is finished when its record matches its definition (`definition`: arguments, iterations,
+solver fields, dataset, counts, seed, and the chain before it) and its final weights are there;
+finished runs are skipped when the experiment is run again, a run whose definition changed is
+started over (one line says what changed), an unfinished one resumes from its latest snapshot.
+Ctrl-C (or SIGTERM, SIGHUP) stops the runs going on, each with a snapshot to resume from; a
+failed run is reported with its log's last lines and the others go on.
 """
 import concurrent.futures
-import dataclasses
 import hashlib
 import json
 import os
-import re
-import signal
-import subprocess
 import threading
-import time
+import uuid
 
-from .. import files, native
+from .. import files
 from ..errors import ConfigError, clip
 from ..netgen import identity, prototxt, rewrite, templates
 from ..netgen.expand import expand_net
 from ..netgen.plan import PRESETS
 from ..netgen.vocabulary import is_native
 from .config import slug
+from .training import Events, Run, Task, execute, not_started, stop, stopped
+
+__all__ = ["Events", "Run", "plan_runs", "definition", "run_experiment"]
 
 
-@dataclasses.dataclass
-class Run:
-    configuration: str
-    seed: int
-    directory: str
+def definition(experiment, name, seed, source=None):
+    """What defines configuration `name`'s run of `seed`: what it trains, on what, and the chain before it."""
+    stage = experiment.stage(name)
+    return {"arguments": stage.arguments, "iterations": stage.iterations, "solver": experiment.solver or {},
+            "dataset": experiment.dataset, "source": source and os.path.abspath(source),
+            "train_count": experiment.train_count, "test_count": experiment.test_count,
+            "test_interval": experiment.test_interval, "seed": seed,
+            "after": None if stage.after is None else definition(experiment, stage.after, seed, source)}
 
-    @property
-    def log(self):
-        return os.path.join(self.directory, "caffe.log")
 
-    @property
-    def done(self):
-        return os.path.join(self.directory, "done.json")
+def plan_runs(experiment, out_dir, source=None):
+    # Seed by seed, so that every configuration has a first result early; a chained configuration
+    # after the one it starts from. Absolute folders: solverstates name their weights by path.
+    return [Run(name, seed, os.path.join(os.path.abspath(out_dir), slug(name), "seed%d" % seed),
+                definition(experiment, name, seed, source))
+            for seed in experiment.seeds for name in experiment.ordered()]
 
-    def weights(self, iterations):
-        """The final .caffemodel a run of `iterations` leaves (Caffe's snapshot after training)."""
-        return os.path.join(self.directory, "snapshot_iter_%d.caffemodel" % iterations)
 
-    @property
-    def finished(self):
-        """done.json is there, and so are the final weights it names."""
-        try:
-            with open(self.done) as f:
-                weights = json.load(f).get("weights")
-        except (OSError, ValueError):
-            return False
-        return bool(weights) and os.path.exists(os.path.join(self.directory, weights))
+def changes(old, new):
+    """What differs between two definitions, in words: 'iterations 2000 -> 3000, seed 1 -> 2'."""
+    keys = list(new) + [key for key in old if key not in new]
+    return ", ".join("%s %s -> %s" % (key, json.dumps(old.get(key)), json.dumps(new.get(key)))
+                     for key in keys if old.get(key) != new.get(key))
+
+
+def start_over(run, restart, say):
+    """Clear a run's folder of an earlier definition's results (or all of them with `restart`)."""
+    record = run.record()
+    old = (record or {}).get("definition")
+    if not restart and (record is None or old == run.definition):
+        return
+    if not restart:
+        say("run %s: its definition changed (%s); starting it over" % (run.directory, clip(changes(old, run.definition))))
+    for name in os.listdir(run.directory) if os.path.isdir(run.directory) else []:
+        if name.startswith("snapshot_iter_") or name in ("caffe.log", "record.json", "done.json"):
+            os.remove(os.path.join(run.directory, name))
 
 
 INIT_WEIGHTS = "init.caffemodel"
-
-
-def plan_runs(experiment, out_dir):
-    # Seed by seed, so that every configuration has a first result early; a chained configuration
-    # after the one it starts from.
-    return [Run(name, seed, os.path.join(out_dir, slug(name), "seed%d" % seed))
-            for seed in experiment.seeds for name in experiment.ordered()]
 
 
 def start_weights(experiment, run, out_dir):
@@ -77,7 +82,7 @@ def start_weights(experiment, run, out_dir):
     stage = experiment.stage(run.configuration)
     found = []
     if stage.after is not None:
-        before = Run(stage.after, run.seed, os.path.join(out_dir, slug(stage.after), "seed%d" % run.seed))
+        before = Run(stage.after, run.seed, os.path.join(os.path.abspath(out_dir), slug(stage.after), "seed%d" % run.seed))
         found.append(before.weights(experiment.stage(stage.after).iterations))
     init = os.path.join(run.directory, INIT_WEIGHTS)
     return found + ([init] if os.path.exists(init) else [])
@@ -131,9 +136,10 @@ def _solver(experiment, built):
     return solver
 
 
-def build_run(experiment, run, data, keywords):
+def build_run(experiment, run, data, keywords, snapshot_every=None):
     """Write the run's net and solver (expand_net with `keywords`, pointed at `data`), and its
-    INIT_WEIGHTS when the net has initial weights; return the solver's path."""
+    INIT_WEIGHTS when the net has initial weights; return the solver's path. Caffe snapshots every
+    `snapshot_every` iterations (default: about a tenth of the run)."""
     built = _expand(keywords, data)
     iterations = experiment.stage(run.configuration).iterations if run.configuration in experiment.configurations \
         else experiment.iterations
@@ -149,7 +155,7 @@ def build_run(experiment, run, data, keywords):
                        ("test_interval", min(experiment.test_interval, iterations)),
                        ("test_iter", max(1, -(-data["test_count"] // test_batch))),
                        ("display", max(1, experiment.test_interval // 4)), ("random_seed", run.seed),
-                       ("snapshot", 0), ("snapshot_after_train", True),
+                       ("snapshot", snapshot_every or max(1, iterations // 10)), ("snapshot_after_train", True),
                        ("snapshot_prefix", os.path.join(run.directory, "snapshot")),
                        ("solver_mode", prototxt.Enum("CPU"))):
         solver.set(key, value)
@@ -173,161 +179,73 @@ def _test_batch(net):
     return 100
 
 
-ITERATION = re.compile(r"Iteration (\d+)")
-
-
-class Events:
-    """What a running experiment reports; the command line draws it as a progress bar."""
-
-    def start(self, total_iterations):
-        """Training starts: `total_iterations` over all the runs to do."""
-
-    def update(self, label, iteration):
-        """Run `label` is at `iteration`."""
-
-    def finish(self, label, iterations, verdict):
-        """Run `label` ended (`verdict`: "done in N s" or "FAILED")."""
-
-    def say(self, text):
-        """A message for the user (data preparation, a failed run's log)."""
-
-
-STOP = threading.Event()  # set on Ctrl-C: every run going on stops Caffe, no new run starts
-
-
-def train(run, solver_path, events, iterations, threads=None, preload=None, weights=()):
-    """`caffe train` one run, its log to run.log. Returns (finished, the log's last lines). A run
-    is finished only if Caffe exited 0 and its log reached `iterations` (on SIGINT Caffe stops
-    early, yet says "Optimization Done." and exits 0). `preload`: a library for LD_PRELOAD (the
-    native layers). `weights`: .caffemodel files to start from (`--weights=A,B`: Caffe copies
-    each in order into the layers of the same name)."""
-    environ = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
-    if preload:
-        environ["LD_PRELOAD"] = os.pathsep.join(p for p in (preload, environ.get("LD_PRELOAD")) if p)
-    if threads:
-        environ["OPENBLAS_NUM_THREADS"] = str(threads)
-    label = "%s, seed %d" % (run.configuration, run.seed)
-    started = time.time()
-    with open(run.log + ".partial", "w") as log:
-        command = ["caffe", "train", "--solver=" + solver_path] + (["--weights=" + ",".join(weights)] if weights else [])
-        process = subprocess.Popen(command, stdout=log,
-                                   stderr=subprocess.STDOUT, env=environ)
-        try:
-            iteration = 0
-            while process.poll() is None and not STOP.is_set():
-                time.sleep(0.5)
-                iteration = _last_iteration(run.log + ".partial", iteration)
-                events.update(label, iteration)
-        finally:
-            if process.poll() is None:  # Ctrl-C or an error here: stop Caffe, keep the finished runs
-                process.send_signal(signal.SIGINT)
-                process.wait()
-    os.replace(run.log + ".partial", run.log)
-    with open(run.log, errors="replace") as f:
-        text = f.read()
-    reached = reached_iteration(text)
-    weights = run.weights(iterations)
-    ok = finished(text, process.returncode, iterations) and os.path.exists(weights)
-    if ok:  # the run keeps its final weights only: the solver state is for resuming, not results
-        state = weights[:-len(".caffemodel")] + ".solverstate"
-        if os.path.exists(state):
-            os.remove(state)
-        files.write_atomic(run.done, json.dumps({"seconds": round(time.time() - started, 1), "iterations": iterations,
-                                                 "weights": os.path.basename(weights)}), force=True)
-    events.finish(label, iterations, "done in %.0f s" % (time.time() - started) if ok else
-                  "FAILED" if not STOP.is_set() else "stopped at iteration %d" % reached)
-    return ok, _why(text.splitlines())
-
-
-def reached_iteration(text):
-    """The last iteration a `caffe train` log reports (0 if none)."""
-    return max(map(int, ITERATION.findall(text)), default=0)
-
-
-def finished(text, returncode, iterations):
-    """Whether a `caffe train` run with log `text` and exit code `returncode` trained all of its
-    `iterations`. Exit code 0 and "Optimization Done." are not enough: on SIGINT (Ctrl-C) Caffe
-    stops early, yet prints that line and exits 0; only a log that reached max_iter is finished."""
-    return (returncode == 0 and "Optimization Done." in text and "Optimization stopped early." not in text
-            and reached_iteration(text) >= iterations)
-
-
-REASON = re.compile(r"^[FE]\d{4} |Error|error:|Check failed|dropin_caffe: |terminate called")
-
-
-def _why(lines):
-    """The lines of a failed run's log that say why: from the first error on, else the last ones."""
-    first = next((i for i, line in enumerate(lines) if REASON.search(line)), max(0, len(lines) - 12))
-    return lines[first:first + 12]
-
-
-def _last_iteration(path, previous):
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, os.path.getsize(path) - 4000))
-            found = ITERATION.findall(f.read().decode(errors="replace"))
-    except OSError:
-        return previous
-    return int(found[-1]) if found else previous
-
-
-def run_experiment(experiment, out_dir, data_dir, keywords, source=None, jobs=1, events=None):
+def run_experiment(experiment, out_dir, data_dir, keywords, source=None, jobs=1, events=None, restart=False,
+                   snapshot_every=None, snapshot_minutes=10, cluster=None):
     """Train every unfinished run of `experiment`; returns (runs, failed runs). `keywords` turns a
     configuration's expand_net arguments into expand_net keywords; `events` (an `Events`) hears
-    about the progress."""
+    about the progress. `restart` starts every run over; `snapshot_every` and `snapshot_minutes`
+    say how often runs snapshot; `cluster` (a `cluster.Cluster`) trains them there, else `jobs` at a time here."""
     from . import datasets
     events = events or Events()
     check_configurations(experiment, keywords)  # before any data is made: a bad one is one line now
+    if cluster is not None:  # every worker must see these folders where the client does
+        cluster.check_shared([out_dir, data_dir])
     subset = "%s_%s_%s" % (experiment.dataset, experiment.train_count or "all", experiment.test_count or "all")
     if source:  # the user's own files get their own folder, beside the embedded data's
         subset += "_" + hashlib.sha256(os.path.abspath(source).encode()).hexdigest()[:8]
-    data = datasets.prepare(experiment.dataset, os.path.join(data_dir, subset), experiment.train_count,
-                            experiment.test_count, source, log=events.say)
-    runs = plan_runs(experiment, out_dir)
+    data = datasets.prepare(experiment.dataset, os.path.abspath(os.path.join(data_dir, subset)),
+                            experiment.train_count, experiment.test_count, source, log=events.say)
+    runs = plan_runs(experiment, out_dir, source)
+    for run in runs:
+        start_over(run, restart, events.say)
     todo = [run for run in runs if not run.finished]
     if len(todo) < len(runs):
         events.say("%d of %d runs already finished in %s; running the other %d"
                    % (len(runs) - len(todo), len(runs), out_dir, len(todo)))
-    solvers = [build_run(experiment, run, data, keywords(experiment.stage(run.configuration).arguments))
-               for run in todo]
-    nets = [prototxt.read(os.path.join(run.directory, "net.prototxt")) for run in todo]
-    native_needed = any(is_native(layer) for net in nets for layer in net.get_all("layer"))
-    preload = native.build() if native_needed else None  # `caffe` meets type "DropIn" only preloaded
-    events.start(sum(experiment.stage(run.configuration).iterations for run in todo))
+    tag = uuid.uuid4().hex
+    tasks = []
+    for run in todo:
+        stage = experiment.stage(run.configuration)
+        solver = build_run(experiment, run, data, keywords(stage.arguments), snapshot_every)
+        net = prototxt.read(os.path.join(run.directory, "net.prototxt"))
+        tasks.append(Task(run, solver, stage.iterations, tuple(start_weights(experiment, run, out_dir)),
+                          any(is_native(layer) for layer in net.get_all("layer")),
+                          1 if jobs > 1 and cluster is None else None, 60 * snapshot_minutes, tag))
+    events.start(sum(task.iterations for task in tasks))
+    after = {(run.configuration, run.seed): experiment.stage(run.configuration).after for run in todo}
+    if cluster is not None:
+        return runs, cluster.train(tasks, after, events)
+    return runs, _train_here(tasks, after, jobs, events)
+
+
+def _train_here(tasks, after, jobs, events):
+    """Train `tasks` on this machine, `jobs` at a time; a chained one after the one it starts from."""
     failed = []
     # Set when a run ends (finished or not): a chained run waits for the one it starts from. Runs
     # are submitted in plan order (the earlier stage first), so the awaited one has already started.
-    ended = {(run.configuration, run.seed): threading.Event() for run in todo}
+    ended = {(task.run.configuration, task.run.seed): threading.Event() for task in tasks}
 
-    def one(run, solver):
+    def one(task):
+        run = task.run
         try:
-            after = experiment.stage(run.configuration).after
-            if after is not None and (after, run.seed) in ended:
-                ended[after, run.seed].wait()
-            if STOP.is_set():
-                return
-            weights = start_weights(experiment, run, out_dir)
-            missing = [path for path in weights if not os.path.exists(path)]
-            if missing:
+            before = (after[run.configuration, run.seed], run.seed)
+            if before in ended:
+                ended[before].wait()
+            if not_started(task, events):
                 failed.append(run)
-                events.say("run %s not started: it starts from %s, which its configuration \"%s\" did not leave"
-                           % (run.directory, missing[0], after))
                 return
-            iterations = experiment.stage(run.configuration).iterations
-            ok, tail = train(run, solver, events, iterations, threads=1 if jobs > 1 else None, preload=preload,
-                             weights=weights)
-            if not ok and not STOP.is_set():
+            ok, tail = execute(task, events)
+            if not ok and not stopped(task.tag):
                 failed.append(run)
                 events.say("run %s failed; the end of its log %s:\n  %s" % (run.directory, run.log, "\n  ".join(tail)))
         finally:
             ended[run.configuration, run.seed].set()
 
-    STOP.clear()
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         try:
-            for future in [pool.submit(one, run, solver) for run, solver in zip(todo, solvers)]:
+            for future in [pool.submit(one, task) for task in tasks]:
                 future.result()
         except KeyboardInterrupt:
-            STOP.set()
+            stop(tasks[0].tag if tasks else "")
             raise
-    return runs, failed
+    return failed
