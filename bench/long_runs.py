@@ -29,6 +29,8 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCH))
 
 import report  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(BENCH), "tests"))
+from conftest import processes  # noqa: E402  (the tests' own process finder)
 from dropin_caffe.cli import run_experiments  # noqa: E402
 from dropin_caffe.experiments import config, runner, training  # noqa: E402
 from dropin_caffe.experiments.cluster import Cluster  # noqa: E402
@@ -48,7 +50,8 @@ def train(folder, experiment, snapshot_every, cluster=None, kill_at=None):
         def kill():
             while not any(i >= kill_at for i, _ in training.LogWatch(run.log).poll()):
                 time.sleep(0.05)
-            subprocess.run(["pkill", "-9", "-f", "--solver=" + os.path.join(run.directory, "solver.prototxt")])
+            for pid in processes("--solver=" + os.path.join(run.directory, "solver.prototxt")):
+                os.kill(pid, signal.SIGKILL)
         threading.Thread(target=kill, daemon=True).start()
     started = time.time()
     runs, failed = runner.run_experiment(experiment, folder, DATA, run_experiments.keywords, jobs=1,
