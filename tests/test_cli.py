@@ -159,7 +159,7 @@ REFUSALS = [
     ("k-zero", ["{net}", "--replicate", "conv2=0"] + DL, ["conv2=0", ">= 1"]),
     ("k-negative", ["{net}", "--replicate", "conv2=-2"] + DL, ["conv2=-2", ">= 1"]),
     ("length-zero", ["{net}", "--replicate", "conv2=1", "--dropin-length", "0"], ["--dropin-length", ">= 1", "0"]),
-    ("length-missing", ["{net}", "--replicate", "conv2=1"], ["--dropin-length", ">= 1", "--no-dropin"]),
+    ("length-missing", ["{net}", "--replicate", "conv2=1"], ["gradual DropIn needs --dropin-length L", "--no-dropin"]),
     ("p-zero", ["{net}", "--regularize", "drop1=0"], ["--regularize drop1", "(0, 1]"]),
     ("p-above-one", ["{net}", "--regularize", "drop1=1.5"], ["--regularize drop1", "1.5", "(0, 1]"]),
     ("regularize-not-dropout", ["{net}", "--regularize", "ip1=0.5"], ["--regularize ip1", "Dropout", "InnerProduct"]),
@@ -179,7 +179,10 @@ REFUSALS = [
      ["--widen conv1=4", "C2, the widened number of outputs", "above conv1's num_output 4"]),
     ("widen-not-integer", ["{net}", "--widen", "conv1=wide"] + DL, ["--widen", "LAYER=C2", "conv1=wide"]),
     ("widen-pooling", ["{net}", "--widen", "pool2=8"] + DL, ["--widen pool2=8", "Pooling"]),
-    ("widen-length-missing", ["{net}", "--widen", "conv1=6"], ["--dropin-length", ">= 1", "--no-dropin"]),
+    ("widen-length-missing", ["{net}", "--widen", "conv1=6"], ["gradual DropIn needs --dropin-length L", "--no-dropin"]),
+    ("solver-as-net", ["{solver}", "--replicate", "conv2=1"] + DL,
+     ["no layer named 'conv2'", "it has no layers (a solver? give the net, and the solver with --solver)"]),
+    ("unknown-layer-far", ["{net}", "--replicate", "zzz=1"] + DL, ["no layer named 'zzz'", "its layers: data, conv1, "]),
     ("widen-and-replicate", ["{net}", "--widen", "conv2=8", "--replicate", "conv2=1"] + DL,
      ["--widen conv2 and --replicate conv2", "give one"]),
     ("input-shape-not-integers", ["{net}", "--input-shape", "data=1,a,12"],
@@ -235,6 +238,20 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, words, tiny, tin
     places = dict(net=tiny, solver=tiny_solver, tmp=str(tmp_path), out=out_dir)
     refused([arg.format(**places) for arg in argv], out_dir, *words)
     assert sorted(os.listdir(str(tmp_path))) == ["out", "tiny.prototxt", "tiny_solver.prototxt"]
+
+
+def test_messages_name_the_command_as_typed_and_say_what_is_required(tiny, out_dir, monkeypatch, capsys):
+    """Issue 22.9 and 22.12: the console script is `expand_net`, and --dropin-length is required."""
+    assert expand_net(tiny, "--replicate", "conv2=1", "-o", out_dir)[2].startswith("expand_net.py: gradual DropIn")
+    monkeypatch.setattr("sys.argv", ["/venv/bin/expand_net", tiny, "--replicate", "conv2=1", "-o", out_dir])
+    assert expand_main() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("expand_net: gradual DropIn needs --dropin-length L") and "None" not in err, err
+    monkeypatch.setattr("sys.argv", ["/venv/bin/expand_net", "--help"])
+    assert expand_main() == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert help_text.startswith("usage: expand_net [-h]")
+    assert "iterations for a new layer to enter; required with --replicate and --widen unless --no-dropin" in help_text
 
 
 def test_refusal_into_a_directory_that_does_not_exist_creates_nothing(tiny, tmp_path):

@@ -51,7 +51,8 @@ def parser():
                          help="grow conv or fc LAYER to C2 outputs: an extra layer computes the new units, which "
                               "enter by gradual DropIn while LAYER's own stay unchanged; LAYER's consumers get "
                               "C2 inputs")
-    rewrite.add_argument("--dropin-length", type=int, metavar="L", help="iterations for a new layer to enter")
+    rewrite.add_argument("--dropin-length", type=int, metavar="L", help="iterations for a new layer to enter; "
+                         "required with --replicate and --widen unless --no-dropin")
     rewrite.add_argument("--stagger", type=int, metavar="S", help="DropIn layer i starts entering at i*S")
     rewrite.add_argument("--length-growth", type=float, metavar="G", help="tailored lengths: DropIn layer i gets "
                          "length round(L * G**i) (default 1: all L)")

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..netgen import export as exporting
-from .common import Parser, assignment, shape, shell
+from .common import Parser, assignment, invoked_as, shape, shell
 
 USAGE = """\
 examples:
@@ -55,8 +55,9 @@ def _run(argv, out, err):
     failed = result.failures
     if failed:
         blob, _, relative = failed[0]
-        print("export_net.py: the export's output '%s' differs from the original's by %.3g relative (> %g, float32 "
-              "rounding); nothing written. Please report this net." % (blob, relative, exporting.TOLERANCE),
+        print("%s: the export's output '%s' differs from the original's by %.3g relative (> %g, float32 "
+              "rounding); nothing written. Please report this net." % (invoked_as("export_net.py"), blob, relative,
+                                                                      exporting.TOLERANCE),
               file=err)
         return 1
     for kind, path in result.write(args.output_dir, force=args.force):
