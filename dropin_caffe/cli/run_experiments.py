@@ -8,6 +8,7 @@ import os
 import threading
 import time
 
+from .. import env
 from ..experiments import config, report, runner
 from ..netgen import prototxt
 from ..netgen.vocabulary import our_layer
@@ -103,6 +104,14 @@ def _run(argv, out, err):
     out_dir = args.output_dir or os.path.join("out", config.slug(experiment.name))
     if args.report_only:
         runs, failed = runner.plan_runs(experiment, out_dir), []
+        missing = {}
+        for run in runs:
+            if not run.finished:
+                missing.setdefault(run.configuration, []).append(str(run.seed))
+        if missing:
+            print("not finished, so left out of the report: %s; run without --report-only to train them" % "; ".join(
+                "%s (%s %s)" % (name, "seeds" if len(seeds) > 1 else "seed", ", ".join(seeds))
+                for name, seeds in missing.items()), file=err)
     else:
         runs, failed = runner.run_experiment(experiment, out_dir, args.data_dir, keywords, args.source, args.jobs,
                                              Progress(err))
@@ -113,11 +122,10 @@ def _run(argv, out, err):
     trained = [run for run in runs if run.finished and run not in failed and _has_dropin(run)]
     if trained:
         run = trained[0]
-        print("a DropIn run's final weights as a stock Caffe net (likewise for the other %d DropIn runs):\n"
-              "  tools/caffe-env run python3 tools/export_net.py %s %s -o %s"
-              % (len(trained) - 1, os.path.join(run.directory, "net.prototxt"),
-                 run.weights(experiment.stage(run.configuration).iterations), os.path.join(run.directory, "export")),
-              file=out)
+        print("a DropIn run's final weights as a stock Caffe net (likewise for the other %d DropIn runs):\n  %s"
+              % (len(trained) - 1, env.command(["export_net", os.path.join(run.directory, "net.prototxt"),
+                                                run.weights(experiment.stage(run.configuration).iterations), "-o",
+                                                os.path.join(run.directory, "export")])), file=out)
     if failed:
         print("%d runs failed (see above); rerun the command to retry them" % len(failed), file=err)
         return 1
