@@ -4,7 +4,9 @@ A thin shell over `dropin_caffe.expand_net`: every flag is one of its keywords.
 """
 import argparse
 import os
+import shlex
 
+from .. import env
 from ..netgen.expand import expand_net
 from ..netgen.plan import PRESETS
 from .common import Parser, assignment, shape, shell
@@ -127,7 +129,7 @@ def _run(argv, out, err):
     if result.initial_weights is not None and command:
         weights = os.path.join(args.output_dir, result.weights_name)
         print("train with: %s   (a solver cannot name weights; to start the original layers from a trained "
-              "model too: --weights=TRAINED.caffemodel,%s)" % (command, weights), file=out)
+              "model too: --weights=TRAINED.caffemodel,%s)" % (env.command(shlex.split(command)), weights), file=out)
     return 0
 
 

@@ -12,6 +12,7 @@ Every keyword means exactly what the command-line flag of the same name means
 import dataclasses
 import math
 import os
+import shlex
 import typing
 
 from .. import files
@@ -53,10 +54,10 @@ class Expansion:
         .caffemodel (Caffe's solver has no field for one). None without a solver."""
         if self.solver is None:
             return None
-        command = "caffe train --solver=%s" % os.path.join(out_dir, self.solver_name)
+        argv = ["caffe", "train", "--solver=" + os.path.join(out_dir, self.solver_name)]
         if self.initial_weights is not None:
-            command += " --weights=%s" % os.path.join(out_dir, self.weights_name)
-        return command
+            argv.append("--weights=" + os.path.join(out_dir, self.weights_name))
+        return " ".join(shlex.quote(word) for word in argv)
 
     @property
     def net_text(self):
