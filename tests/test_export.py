@@ -539,3 +539,17 @@ def test_b_mid_schedule_with_stagger_blends_every_dropin(mnist, tmp_path):
     opencv = opencv_vs_caffe(deploy, model, {"data": mnist_images(mnist, tmp_path)})
     report("b stagger", proved, opencv)
     assert opencv["prob"] <= 1e-4
+
+
+def test_without_caffe_the_tool_says_so_in_one_line(tmp_path):
+    """Issue 22.2: a Python without Caffe (here one whose `import caffe` fails) gets one line and exit
+    code 2, the code of missing things, not a traceback and 1, the code of outputs that differ."""
+    (tmp_path / "caffe").mkdir()
+    (tmp_path / "caffe" / "__init__.py").write_text("raise ImportError(\"No module named 'caffe'\")\n")
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "export_net.py")
+    done = subprocess.run(["python3", script, "net.prototxt", "net.caffemodel", "-o", str(tmp_path / "out")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=environ)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("export_net.py: exporting needs Caffe, which ")
+    assert "run it with the embedded Caffe: " in done.stderr and not os.path.exists(str(tmp_path / "out"))

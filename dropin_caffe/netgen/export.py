@@ -31,12 +31,13 @@ read again is kept as a Power layer (an exact copy) instead of removed.
 """
 import dataclasses
 import os
+import sys
 import typing
 
 import numpy as np
 
-from .. import files, kernels, params
-from ..errors import ConfigError
+from .. import env, files, kernels, params
+from ..errors import CaffeEnvError, ConfigError
 from . import prototxt, shapes as inference, upgrade, validate as validation, vocabulary
 from .expand import is_inline, read_prototxt, stem
 from .prototxt import Message
@@ -644,6 +645,11 @@ def export_net(net, weights, *, batch=1, input_shapes=None, train_val=False, all
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError("--batch must be an integer >= 1, got %r" % (batch,))
+    try:
+        import caffe  # noqa: F401  (reading WEIGHTS, the proof and the .caffemodel all need it)
+    except ImportError as error:
+        raise CaffeEnvError("exporting needs Caffe, which %s cannot import (%s); run it with the embedded Caffe: "
+                            "%s" % (sys.executable, error, env.command(["export_net", "..."]))) from None
     name = stem(net) if not is_inline(net) else "net"
     tree = read_prototxt(net, "net")
     vocabulary.check_structure(tree)
