@@ -472,6 +472,20 @@ def test_dropin_net_and_solver(tiny, tiny_solver, out_dir):
     assert "accuracy" in caffe_net.blobs
 
 
+def test_a_solver_whose_snapshot_folder_is_missing_gets_a_note(tiny, tiny_solver, out_dir, tmp_path, monkeypatch):
+    """Issue 22.4: `caffe train` aborts on a snapshot_prefix in a folder that does not exist; a
+    relative one is read from the folder caffe train runs in (here: this one)."""
+    monkeypatch.chdir(str(tmp_path))
+    code, out, err = expand_net(tiny, "--replicate", "conv2=1", *DL, "--solver", tiny_solver, "-o", out_dir)
+    assert code == 0 and os.path.exists(os.path.join(out_dir, "tiny_solver_dropin.prototxt")), err
+    assert ("note: the solver's snapshot_prefix is in folder snaps (relative to the folder `caffe train` runs in; "
+            "from here %s), which does not exist: `caffe train` would stop with \"Cannot write to snapshot prefix\"; "
+            "create it (mkdir -p snaps) or change snapshot_prefix\n" % (tmp_path / "snaps")) in err
+    (tmp_path / "snaps").mkdir()
+    code, out, err = expand_net(tiny, "--replicate", "conv2=1", *DL, "--solver", tiny_solver, "-o", out_dir, "--force")
+    assert code == 0 and "snapshot_prefix" not in err, err
+
+
 def test_plain_baseline(tiny, tiny_solver, out_dir):
     code, out, err = expand_net(tiny, "--replicate", "conv2=2", "--no-dropin", "--solver", tiny_solver, "-q",
                                 "-o", out_dir)

@@ -307,6 +307,9 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
     if solver_tree is not None:
         emitted_solver = solvers.expanded_solver(solver_tree, name + suffix + ".prototxt", plan.suffix, max_iter,
                                                  solver_mode)
+        snapshots = solvers.snapshot_note(emitted_solver)
+        if snapshots:
+            notes.append(snapshots)
         if emitted_solver.get("solver_mode") == "GPU" and not native:
             notes.append("Caffe's `caffe train` refuses Python layers with several GPUs (--gpu=0,1); use "
                          "one GPU, or pycaffe's python/train.py --solver %s --gpus 0 1" % (solver_name + suffix +
