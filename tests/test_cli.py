@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import textwrap
 
 import caffe
 import pytest
@@ -305,6 +306,30 @@ def test_database_input_without_a_shape(tmp_path, out_dir):
     """The stock LeNet reads MNIST from an LMDB that is not here: its shape must be given."""
     net = os.path.join(STOCK_MNIST, "lenet_train_test.prototxt")
     refused([net, "--replicate", "conv2=1"] + DL, out_dir, "--input-shape", "data")
+
+
+def test_database_input_that_is_here_gives_its_shape(tmp_path, out_dir):
+    """Issue 22.5: a Data layer whose LMDB is here: its first datum's shape (cropped) is read, as
+    export_net does, with a note; the net is expanded and validated at that shape."""
+    import lmdb
+    from caffe.proto import caffe_pb2
+
+    database = lmdb.open(str(tmp_path / "train_lmdb"), map_size=1 << 22)
+    with database.begin(write=True) as txn:
+        for key in range(3):
+            datum = caffe_pb2.Datum(channels=1, height=14, width=14, data=bytes(196), label=key % 3)
+            txn.put(b"%08d" % key, datum.SerializeToString())
+    database.close()
+    data = ('layer { name: "data" type: "Data" top: "data" top: "label" transform_param { crop_size: 12 scale: 0.5 }\n'
+            '  data_param { source: "%s" batch_size: 4 backend: LMDB } }' % (tmp_path / "train_lmdb"))
+    net = tmp_path / "lmdb_net.prototxt"
+    net.write_text(re.sub(r'layer \{ name: "data" type: "DummyData".*?\} \} \}', data, textwrap.dedent(TINY),
+                          flags=re.S))
+    code, out, err = expand_net(str(net), "--replicate", "conv2=1", *DL, "-o", out_dir)
+    assert code == 0, err
+    assert "note: the shape of 'data', 1x12x12, is read from its database in phase TRAIN (its first datum, as " \
+           "Caffe reads it)" in err
+    assert re.search(r"^ data +Data +4x1x12x12, 4 ", out, re.M) and "?" not in out, out
 
 
 def test_existing_output_needs_force(tiny, tiny_solver, out_dir):

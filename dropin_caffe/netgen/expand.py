@@ -264,6 +264,21 @@ def _options(plan, replicate, regularize, dropin_length, stagger, length_growth,
     return plan
 
 
+def _database_shapes(net, given, notes):
+    """{top: (C, H, W)} of the data tops whose shapes live in a database that is here (TRAIN's, else
+    TEST's), as Caffe reads them, with a note each; the batch stays each phase's own."""
+    found, layers = inference.infer(net, "TRAIN", given, notes=[])
+    unknown = [top for layer in layers if layer.type in vocabulary.DATA_TYPES for top, shape in layer.tops
+               if shape is None]
+    read = {}
+    for phase in vocabulary.PHASES:
+        for top, shape in validation.source_shapes(net, phase, [t for t in unknown if t not in read]).items():
+            read[top] = shape[1:] if len(shape) == 4 else shape  # C,H,W: each phase keeps its batch
+            notes.append("the shape of '%s', %s, is read from its database in phase %s (its first datum, as Caffe "
+                         "reads it)" % (top, "x".join(map(str, read[top])), phase))
+    return read
+
+
 def expand_net(net=None, *, template=None, preset=None, replicate=None, regularize=None, widen=None,
                dropin_length=None, stagger=None, length_growth=None, dropin=True, p_top=False, add_activation=None,
                replica_kernel=None, replica_std=None, depth=None, width=None, input_shapes=None, solver=None,
@@ -299,6 +314,7 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
                           "LAYER=C2" % (net if not is_inline(net) else "the net"))
     data.update(input_shapes or {})
     inferred = []  # what inference chose (a batch, a user's shape over a declared one): once each
+    data.update(_database_shapes(original, data, inferred))
     found, original_layers = inference.infer(original, "TRAIN", data, notes=inferred)
     replicas = []
     expanded, notes = plans.apply_plan(original, plan, found, solvers.iter_size(solver_tree), data, replicas)

@@ -585,18 +585,10 @@ def _data_shapes(tree, input_shapes, batch):
     the sources when they are here; batch replaced by `batch` when given."""
     found, layers = inference.infer(tree, "TEST", input_shapes)
     data = [layer for layer in layers if layer.type in vocabulary.DATA_TYPES]
-    if any(shape is None for layer in data for _, shape in layer.tops):
-        missing = [layer for layer in data if any(s is None for _, s in layer.tops)]
-        names = {layer.name for layer in missing}
-        trees = [layer for layer in _layers(inference.phase_net(tree, "TEST")) if str(layer.get("name")) in names]
-        # Caffe aborts the process on a missing database, so it reads only sources that are here.
-        if all(str(t.get("type")) in vocabulary.SOURCE_PARAMS and not validation._source_missing(t) for t in trees):
-            try:
-                built = _load(inference.phase_net(tree, "TEST"))
-                read = {top: tuple(built.blobs[top].data.shape) for layer in missing for top, _ in layer.tops}
-                found, layers = inference.infer(tree, "TEST", dict(input_shapes or {}, **read))
-            except ConfigError:
-                pass
+    unknown = [top for layer in data for top, shape in layer.tops if shape is None]
+    read = validation.source_shapes(tree, "TEST", unknown)
+    if read:
+        found, layers = inference.infer(tree, "TEST", dict(input_shapes or {}, **read))
     shapes = {}
     for layer in layers:
         if layer.type in vocabulary.DATA_TYPES:

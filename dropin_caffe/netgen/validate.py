@@ -33,6 +33,30 @@ def _source_missing(layer):
     return not source or not os.path.exists(str(source))
 
 
+def _files_missing(layer):
+    """A source layer whose source or mean file is not here: Caffe would abort the process on it."""
+    mean = (layer.get("transform_param") or Message()).get("mean_file")
+    return _source_missing(layer) or (mean is not None and not os.path.exists(str(mean)))
+
+
+def source_shapes(net, phase, blobs):
+    """{blob: shape} of those of `blobs` that data layers of `net` read from their sources in `phase`
+    (a Data layer's first datum, cropped as its transform_param says), as Caffe reads them when they
+    are here: Caffe builds those layers alone. Layers whose source or mean file is missing are left
+    out (Caffe would abort the process), and so is everything when Caffe cannot import or build them."""
+    wanted = set(blobs)
+    layers = [layer for layer in phase_net(net, phase).get_all("layer") if str(layer.get("type")) in SOURCE_PARAMS
+              and wanted & set(layer.get_all("top")) and not _files_missing(layer)]
+    if not layers:
+        return {}
+    try:
+        built = load_net(Message([["layer", layer] for layer in layers]), phase)
+    except (ImportError, ConfigError):
+        return {}
+    return {top: tuple(built.blobs[top].data.shape) for layer in layers for top in layer.get_all("top")
+            if top in wanted}
+
+
 def dummy_layer(layer, shapes):
     """A DummyData layer standing in for data layer `layer`: same name and tops, the shapes in
     `shapes`; the first top gaussian (the data), the others constant 0 (labels, valid classes)."""
