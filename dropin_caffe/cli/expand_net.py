@@ -109,7 +109,7 @@ def keywords(args):
         regularize=args.regularize, widen=args.widen, dropin_length=args.dropin_length, stagger=args.stagger,
         length_growth=args.length_growth, dropin=not args.no_dropin, p_top=args.p_top,
         add_activation=args.add_activation, replica_kernel=args.replica_kernel, replica_std=args.replica_std,
-        depth=args.depth, width=args.width, input_shapes=dict(args.input_shape), solver=args.solver, max_iter=args.max_iter,
+        depth=args.depth, width=args.width, input_shape=dict(args.input_shape), solver=args.solver, max_iter=args.max_iter,
         solver_mode=args.solver_mode, settings=dict(args.variables), validate=not args.no_validate,
         native=args.native, dropin_train=args.dropin_train, replica_init=args.replica_init)
 

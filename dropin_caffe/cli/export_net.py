@@ -45,7 +45,7 @@ def parser():
 def _run(argv, out, err):
     os.environ.setdefault("GLOG_minloglevel", "2")  # read when caffe loads: keep its log off the screen
     args = parser().parse_args(argv)
-    result = exporting.export_net(args.net, args.weights, batch=args.batch, input_shapes=dict(args.input_shape),
+    result = exporting.export_net(args.net, args.weights, batch=args.batch, input_shape=dict(args.input_shape),
                         train_val=args.train_val, allow_blend=args.allow_blend, solver=args.solver,
                         validate=not args.no_validate)
     for line in result.lines:

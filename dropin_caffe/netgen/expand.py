@@ -136,12 +136,20 @@ def _is_text(value):
     return "\n" in value or "{" in value
 
 
+def _is_protobuf(value):
+    """A protobuf message, such as the caffe_pb2.NetParameter of Caffe's `NetSpec.to_proto()`."""
+    return hasattr(value, "DESCRIPTOR") and hasattr(value, "SerializeToString")
+
+
 def read_prototxt(value, what):
-    """A prototxt given as a Message, its text, or a path."""
+    """A prototxt given as a Message, a protobuf message (caffe_pb2's), its text, or a path."""
     if isinstance(value, prototxt.Message):
         return value.copy()
+    if _is_protobuf(value):
+        from google.protobuf import text_format
+        return prototxt.parse(text_format.MessageToString(value), "<%s message>" % what)
     if not isinstance(value, (str, os.PathLike)):
-        raise ConfigError("%s must be a path, prototxt text or a Message, got %s" % (what, type(value).__name__))
+        raise ConfigError("%s must be a path, prototxt text or a message, got %s" % (what, type(value).__name__))
     if isinstance(value, str) and _is_text(value):
         return prototxt.parse(value, "<%s text>" % what)
     return prototxt.read(value)
@@ -192,8 +200,8 @@ def _source(net, template, preset, depth, width, settings, solver):
 
 
 def is_inline(value):
-    """`value` is a prototxt given inline (text or a Message), not a path."""
-    return isinstance(value, prototxt.Message) or (isinstance(value, str) and _is_text(value))
+    """`value` is a prototxt given inline (text or a message), not a path."""
+    return isinstance(value, prototxt.Message) or _is_protobuf(value) or (isinstance(value, str) and _is_text(value))
 
 
 def _pairs(value, option):
@@ -281,16 +289,17 @@ def _database_shapes(net, given, notes):
 
 def expand_net(net=None, *, template=None, preset=None, replicate=None, regularize=None, widen=None,
                dropin_length=None, stagger=None, length_growth=None, dropin=True, p_top=False, add_activation=None,
-               replica_kernel=None, replica_std=None, depth=None, width=None, input_shapes=None, solver=None,
+               replica_kernel=None, replica_std=None, depth=None, width=None, input_shape=None, solver=None,
                max_iter=None, solver_mode=None, settings=None, validate=True, native=False, dropin_train=None,
                replica_init=None):
     """Expand a net into its DropIn variant; returns an `Expansion` (nothing is written).
 
-    net: a path, prototxt text or Message (current or V1 format); or template= a built-in stock
+    net: a path, prototxt text, Message or caffe_pb2.NetParameter (current or V1 format; a NetSpec's
+    `to_proto()`); or template= a built-in stock
     net, or preset= one of our presets after the paper's expanded nets (PRESETS).
     replicate: {LAYER: K}; regularize: {DROPOUT_LAYER: P or (P, PREV_BLOB)}; widen: {LAYER: C2};
     dropin=False is --no-dropin (the plain expanded net); length_growth G gives DropIn i (in net
-    order) length round(L * G**i); depth and width set lenet-deep's N and C; input_shapes:
+    order) length round(L * G**i); depth and width set lenet-deep's N and C; input_shape:
     {BLOB: (C, H, W) or (N, C, H, W)}; settings: template variables (--set); solver: the original
     solver (a path, text or Message); validate=False is --no-validate; native=True emits the
     native (C++) layer types, DropIn and DropInResize, with the same param_str; dropin_train="blend"
@@ -312,7 +321,7 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
     if net is not None and not plan.rewrites:
         raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K, --regularize LAYER=P or --widen "
                           "LAYER=C2" % (net if not is_inline(net) else "the net"))
-    data.update(input_shapes or {})
+    data.update(input_shape or {})
     inferred = []  # what inference chose (a batch, a user's shape over a declared one): once each
     data.update(_database_shapes(original, data, inferred))
     found, original_layers = inference.infer(original, "TRAIN", data, notes=inferred)

@@ -625,12 +625,12 @@ def _prove(original, exported, renames, weights, stored, seed=0):
     return rows
 
 
-def export_net(net, weights, *, batch=1, input_shapes=None, train_val=False, allow_blend=False, solver=None,
+def export_net(net, weights, *, batch=1, input_shape=None, train_val=False, allow_blend=False, solver=None,
                validate=True, seed=0):
     """Export a trained DropIn net (a path, prototxt text or Message) with its WEIGHTS (a
     .caffemodel path) to its stock-Caffe equivalent; returns an `Export` (nothing is written).
 
-    batch: the deploy Input layers' batch; input_shapes: {BLOB: (C, H, W) or (N, C, H, W)} for
+    batch: the deploy Input layers' batch; input_shape: {BLOB: (C, H, W) or (N, C, H, W)} for
     data layers whose shapes live in their source; train_val: keep data, losses and both phases;
     allow_blend: let train_val export a DropIn at 0 < p < 1; solver: with train_val, the solver
     to point at the export; validate=False skips the proof (`--no-validate`).
@@ -662,13 +662,13 @@ def export_net(net, weights, *, batch=1, input_shapes=None, train_val=False, all
         raise ConfigError("--train-val: DropIn %s is at 0 < p < 1 (p = %.6g), where training selects units at random; "
                           "its Eltwise blend would train by other rules. Export a snapshot past the schedule, or pass "
                           "--allow-blend" % (blending[0], states[blending[0]].used))
-    data_shapes = _data_shapes(tree, input_shapes, batch if not train_val else None)
+    data_shapes = _data_shapes(tree, input_shape, batch if not train_val else None)
     if train_val:
         source = tree
         outputs = {phase: _outputs(inference.phase_net(tree, phase)) for phase in vocabulary.PHASES}
         found, layer_shapes = {}, []
         for phase in vocabulary.PHASES:
-            phase_found, phase_layers = inference.infer(_as_python(tree), phase, _hints(data_shapes, input_shapes))
+            phase_found, phase_layers = inference.infer(_as_python(tree), phase, _hints(data_shapes, input_shape))
             found.update({k: v for k, v in phase_found.items() if v is not None})
             layer_shapes += phase_layers
     else:

@@ -13,8 +13,10 @@ check first it checks first, as ConfigError: shapes (by inference), the text (by
 layer types (Caffe's registry) and Python layer modules. Caffe is imported inside the functions
 that need it; importing this module needs neither Caffe nor numpy.
 """
+import contextlib
 import importlib
 import os
+import sys
 import tempfile
 
 from . import prototxt
@@ -177,6 +179,31 @@ def _check_for_caffe(net, text, phase, stages):
                 raise ConfigError("Python layer '%s': module %r has no layer class %r" % (name, module, cls))
 
 
+@contextlib.contextmanager
+def quiet_glog():
+    """Keep Caffe's glog lines (a net's whole text each time Caffe builds one) off the screen, as
+    the command lines do with GLOG_minloglevel=2, which glog reads only when Caffe loads: file
+    descriptor 2 goes to a temporary file meanwhile, shown only if the block fails. Nothing is
+    captured when GLOG_minloglevel is set: the caller chose, and a message before an abort shows."""
+    if "GLOG_minloglevel" in os.environ:
+        yield
+        return
+    sys.stderr.flush()
+    saved, capture, failed = os.dup(2), tempfile.TemporaryFile(), True
+    os.dup2(capture.fileno(), 2)
+    try:
+        yield
+        failed = False
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if failed:
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode("utf-8", "replace"))
+        capture.close()
+
+
 def load_net(net_message, phase, stages=()):
     """A caffe.Net built from `net_message` in `phase` ("TRAIN"/"TEST"); the text is checked with
     caffe_pb2 and the layer types against Caffe's registry first, so a bad net is a ConfigError
@@ -192,7 +219,8 @@ def load_net(net_message, phase, stages=()):
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
         try:
-            return caffe.Net(path, getattr(caffe, phase), stages=list(stages))
+            with quiet_glog():
+                return caffe.Net(path, getattr(caffe, phase), stages=list(stages))
         except Exception as error:  # pycaffe reports a Python layer's failures as assorted types
             raise ConfigError("Caffe could not build the net in phase %s: %s: %s"
                               % (phase, type(error).__name__, error)) from None
