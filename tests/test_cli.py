@@ -841,10 +841,14 @@ def test_input_shape_wins_over_a_declared_placeholder(given, write, out_dir):
     """Issue 8.7: a deploy net's declared input is a placeholder; --input-shape replaces it, with a note,
     and the expanded net is built in Caffe at that shape (the emitted Input keeps its own)."""
     net = write("pose.prototxt", PLACEHOLDER)
-    code, out, err = expand_net(net, "--input-shape", "image=" + given, "--replicate", "conv1=1", *DL, "-o", out_dir)
+    drawing = os.path.join(out_dir, "pose.svg")
+    code, out, err = expand_net(net, "--input-shape", "image=" + given, "--replicate", "conv1=1", *DL, "-o", out_dir,
+                                "--draw", drawing)
     assert code == 0, err
-    assert "note: --input-shape image=1,3,16,16 replaces the shape (1, 3, 1, 1) that Input 'image' declares (in " \
-           "the summary and the validation; the emitted net keeps its declaration)" in err
+    assert "note: --input-shape image=1,3,16,16 replaces the shape (1, 3, 1, 1) that Input 'image' declares in the " \
+           "summary, the validation and the drawing; the emitted net keeps its declaration\n" in err
+    svg = open(drawing).read().replace("&#45;", "-")  # issue 22.7: drawn at the given shape, saying what
+    assert ">declares 1x3x1x1; drawn at --input-shape<" in svg and "> 1x3x16x16 <" in svg  # the file declares
     assert re.search(r"^ stage1 +Convolution +1x5x8x8\b", out, re.M), out
     assert "not built" not in err and "shape inference only" not in err
     emitted = prototxt.read(os.path.join(out_dir, "pose_dropin.prototxt"))

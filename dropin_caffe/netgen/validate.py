@@ -23,7 +23,7 @@ from . import prototxt
 from .. import native
 from ..errors import ConfigError, DropInCaffeError, clip
 from .prototxt import Enum, Message
-from .shapes import infer, phase_net
+from .shapes import infer, phase_net, replaced_input
 from .vocabulary import SOURCE_PARAMS, is_native, phase as _phase
 
 
@@ -122,12 +122,7 @@ def _stand_in_needed(layer, shapes):
     if kind in SOURCE_PARAMS:
         return _source_missing(layer)
     if kind == "Input":
-        declared = [tuple(shape.get_all("dim")) for shape in (layer.get("input_param") or Message()).get_all("shape")]
-        declared = declared * len(tops) if len(declared) == 1 else declared
-        inferred = [shapes.get(top) for top in tops]
-        # Replaced by --input-shape (beyond the batch, which the comparison with Caffe checks)
-        return None not in inferred and (len(declared) != len(inferred) or any(
-            len(d) != len(i) or d[1:] != i[1:] for d, i in zip(declared, inferred)))
+        return replaced_input(layer, shapes) is not None
     if kind == "DummyData" or layer.get_all("bottom") or not tops:
         return False
     if kind == "Python" and not _importable(str((layer.get("python_param") or Message()).get("module", ""))):
