@@ -668,6 +668,19 @@ def test_fork_layer_after_the_replica_is_carried_through(with_fields, write, out
     assert any("unknown shape (?)" in line for line in out.splitlines())
 
 
+def test_a_typo_in_a_field_is_refused_unless_the_net_is_a_forks(write, out_dir):
+    """Issue 22.8: `num_outptu` is one typo from num_output; in a net Caffe would otherwise accept it
+    is an error, not a fork's field. Beside a fork's own fields it is carried through as they are."""
+    typo = TINY.replace("num_output: 6", "num_outptu: 6")
+    refused([write("typo.prototxt", typo), "--replicate", "conv1=1"] + DL, out_dir,
+            "layer 'conv2': convolution_param has no field num_outptu (Caffe would reject the net); did you mean "
+            "num_output?")
+    fork = typo.replace('    layer { name: "pool2"', FORK_LAYER + '    layer { name: "pool2"').replace(
+        'bottom: "conv2" top: "pool2"', 'bottom: "zoom" top: "pool2"')
+    code, out, err = expand_net(write("fork.prototxt", fork), "--replicate", "conv1=1", *DL, "-o", out_dir)
+    assert code == 0 and "has field convolution_param.num_outptu, which this Caffe does not know" in err, err
+
+
 def test_stock_lenet_and_its_solver(out_dir):
     """Caffe's own LeNet files: the LMDB's shape given, both phases built in Caffe (DummyData standing in
     for the missing LMDB), the solver's paths and snapshot prefix rewritten, all else as it was."""

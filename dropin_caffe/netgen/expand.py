@@ -192,6 +192,7 @@ def _source(net, template, preset, depth, width, settings, solver):
     tree = read_prototxt(net, "net")
     vocabulary.check_structure(tree)  # before upgrade, so that layer #N counts the user's layers
     tree = upgrade.upgrade_net(tree)
+    vocabulary.check_typos(tree)
     solver_tree = read_prototxt(solver, "solver") if solver is not None else None
     solver_name = None
     if solver is not None:
