@@ -287,7 +287,7 @@ def test_a_data_layer_whose_source_is_not_here_needs_input_shape(write, tmp_path
     net = write("small.prototxt", small_net("python"))
     weights = save_weights(str(tmp_path / "small.caffemodel"), net, {"reg": 7, "blend": 30, "back": 5})
     lines = small_net("python").splitlines(True)
-    data = ('layer { name: "data" type: "Data" top: "data" top: "label"\n'
+    data = ('layer { name: "data" type: "Data" top: "data" top: "label" transform_param { scale: 0.5 mean_value: 3 }\n'
             '  data_param { source: "%s" batch_size: 4 backend: LMDB } }\n' % (tmp_path / "no_lmdb"))
     lmdb_net = write("lmdb.prototxt", "".join(lines[:1] + [data] + lines[4:]))
     code, out, err = export(lmdb_net, weights, "-o", tmp_path / "out")
@@ -296,6 +296,8 @@ def test_a_data_layer_whose_source_is_not_here_needs_input_shape(write, tmp_path
     assert not os.path.exists(tmp_path / "out")
     code, out, err = export(lmdb_net, weights, "-o", tmp_path / "out", "--input-shape", "data=1,2,3")
     assert code == 0, err
+    assert "Data 'data' is an Input now, without its transform_param; do to each input what it did: subtract " \
+           "mean_value 3 (per channel), then multiply by scale 0.5\n" in out  # issue 22.11
     assert proof(out)["prob"] <= 1e-5
     first = prototxt.read(str(tmp_path / "out" / "lmdb_deploy.prototxt")).get_all("layer")[0]
     assert str(first.get("type")) == "Input" and [d for d in first.get("input_param").get("shape").get_all("dim")] \

@@ -249,6 +249,26 @@ def deploy(net, data_shapes):
     return _with_layers(test, layers), outputs
 
 
+def _transform_lines(net):
+    """One line per TEST data layer whose transform_param the deploy net's Input drops: what the
+    caller must now do to each input instead, in Caffe's order (crop, subtract the mean, scale)."""
+    lines = []
+    for layer in _layers(inference.phase_net(net, "TEST")):
+        param, steps = layer.get("transform_param") or Message(), []
+        if "crop_size" in param:
+            steps.append("crop the centre %sx%s" % (param.get("crop_size"), param.get("crop_size")))
+        if "mean_file" in param:
+            steps.append("subtract the mean image in %s" % param.get("mean_file"))
+        if param.get_all("mean_value"):
+            steps.append("subtract mean_value %s (per channel)" % ", ".join(map(str, param.get_all("mean_value"))))
+        if "scale" in param:
+            steps.append("multiply by scale %s" % param.get("scale"))
+        if steps and str(layer.get("type")) in vocabulary.DATA_TYPES:
+            lines.append("%s '%s' is an Input now, without its transform_param; do to each input what it did: %s"
+                         % (layer.get("type"), layer.get("name"), ", then ".join(steps)))
+    return lines
+
+
 def _load(net):
     """A caffe.Net of `net` in TEST (validate.load_net loads the native layers first when it has any)."""
     return validation.load_net(net, "TEST")
@@ -688,7 +708,7 @@ def export_net(net, weights, *, batch=1, input_shape=None, train_val=False, allo
         elif layer_name in stored and layer_name not in replaced_names:  # not a DropIn's counter
             exported_weights[layer_name] = stored[layer_name]
     exported, exported_weights, merged = merge_widenings(exported, exported_weights)
-    lines += merged
+    lines += merged + ([] if train_val else _transform_lines(tree))
     original_form = input_form(source, data_shapes) if train_val else source
     exported_form = input_form(exported, data_shapes) if train_val else exported
     proof = _prove(original_form, exported_form, renames, exported_weights, stored, seed) if validate else []
