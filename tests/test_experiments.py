@@ -1,5 +1,6 @@
 """The experiment runner end to end on a short real experiment: caffe train, logs, CSV, plots."""
 import csv
+import io
 import json
 import os
 import threading
@@ -370,3 +371,15 @@ def test_report_only_names_what_it_leaves_out_and_prints_commands_that_run_anywh
     assert "| LeNet-deep DropIn | 1 |" in out and "| LeNet |" not in out
     assert "\n  %s run python3 %s " % (os.path.join(REPO, "tools", "caffe-env"),
                                        os.path.join(REPO, "tools", "export_net.py")) in out
+
+
+def test_progress_into_a_log_file_is_a_plain_line_per_finished_run():
+    """Issue 22.13: no bar, no carriage returns when the stream is not a terminal."""
+    stream = io.StringIO()
+    progress = run_experiments.Progress(stream)
+    progress.start(200)
+    progress.update("LeNet seed 1", 50)
+    progress.finish("LeNet seed 1", 100, "done, accuracy 0.98")
+    progress.update("LeNet seed 2", 40)
+    progress.say("Ctrl-C again to stop")
+    assert stream.getvalue() == "LeNet seed 1: done, accuracy 0.98\nCtrl-C again to stop\n"

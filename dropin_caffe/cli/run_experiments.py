@@ -79,11 +79,8 @@ class Progress(runner.Events):
                                              "; ".join("%s it %d" % item for item in self.current.items()))
         if message:
             self.stream.write(("\r" + " " * 150 + "\r" if self.tty else "") + message + "\n")
-        if bar and self.tty:
+        if bar and self.tty:  # a log file gets the messages alone: a bar in it is noise
             self.stream.write("\r" + line[:150].ljust(150))
-        elif bar and (message or time.time() - self.last_print > 30):
-            self.stream.write(line + "\n")
-            self.last_print = time.time()
         self.stream.flush()
 
 
