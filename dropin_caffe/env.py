@@ -253,8 +253,8 @@ def _ours(argv):
     by the python3 that has Caffe: the script itself names the Python it was installed for, which
     the embedded root does not have."""
     module = argv[0].replace("-", "_") if argv else ""
-    if "/" in module or module in ("common", "__init__") or not os.path.isfile(os.path.join(PACKAGE, "cli",
-                                                                                             module + ".py")):
+    if not module.isidentifier() or module in ("common", "__init__") or \
+            not os.path.isfile(os.path.join(PACKAGE, "cli", module + ".py")):
         return list(argv)
     code = "import sys; sys.argv[0] = %r; from dropin_caffe.cli.%s import main; sys.exit(main())" % (argv[0], module)
     return ["python3", "-c", code] + list(argv[1:])

@@ -8,6 +8,7 @@ import os
 from ..netgen import export as exporting
 from .common import Parser, assignment, invoked_as, shape, shell
 
+PROG = "export_net.py"
 USAGE = """\
 examples:
   export_net.py lenet_deep_dropin.prototxt snap/lenet_deep_dropin_iter_300.caffemodel -o out/
@@ -20,7 +21,7 @@ original's (nothing written), 2 bad input (nothing written).
 
 def parser():
     parser = Parser(
-        prog="export_net.py", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=PROG, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write the stock-Caffe equivalent of a trained DropIn net (no Python layers): each DropIn at "
                     "its snapshot's p becomes its new or prev input or an Eltwise blend, each Resize fixed "
                     "linear layers; both nets are run in Caffe and their outputs compared.",
@@ -56,7 +57,7 @@ def _run(argv, out, err):
     if failed:
         blob, _, relative = failed[0]
         print("%s: the export's output '%s' differs from the original's by %.3g relative (> %g, float32 "
-              "rounding); nothing written. Please report this net." % (invoked_as("export_net.py"), blob, relative,
+              "rounding); nothing written. Please report this net." % (invoked_as(PROG), blob, relative,
                                                                       exporting.TOLERANCE),
               file=err)
         return 1
@@ -67,4 +68,4 @@ def _run(argv, out, err):
 
 def main(argv=None, out=None, err=None):
     """tools/export_net.py ...: exit code 0, 1 when the proof fails, or 2 with one line on stderr."""
-    return shell("export_net.py", _run, argv, out, err)
+    return shell(PROG, _run, argv, out, err)

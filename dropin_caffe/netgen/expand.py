@@ -276,12 +276,9 @@ def _options(plan, replicate, regularize, dropin_length, stagger, length_growth,
 def _database_shapes(net, given, notes):
     """{top: (C, H, W)} of the data tops whose shapes live in a database that is here (TRAIN's, else
     TEST's), as Caffe reads them, with a note each; the batch stays each phase's own."""
-    found, layers = inference.infer(net, "TRAIN", given, notes=[])
-    unknown = [top for layer in layers if layer.type in vocabulary.DATA_TYPES for top, shape in layer.tops
-               if shape is None]
     read = {}
     for phase in vocabulary.PHASES:
-        for top, shape in validation.source_shapes(net, phase, [t for t in unknown if t not in read]).items():
+        for top, shape in validation.source_shapes(net, phase, dict(given, **read)).items():
             read[top] = shape[1:] if len(shape) == 4 else shape  # C,H,W: each phase keeps its batch
             notes.append("the shape of '%s', %s, is read from its database in phase %s (its first datum, as Caffe "
                          "reads it)" % (top, "x".join(map(str, read[top])), phase))
@@ -295,9 +292,9 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
                replica_init=None):
     """Expand a net into its DropIn variant; returns an `Expansion` (nothing is written).
 
-    net: a path, prototxt text, Message or caffe_pb2.NetParameter (current or V1 format; a NetSpec's
-    `to_proto()`); or template= a built-in stock
-    net, or preset= one of our presets after the paper's expanded nets (PRESETS).
+    net: a path, prototxt text, Message or caffe_pb2.NetParameter (a NetSpec's `to_proto()`), in the
+    current or V1 format; or template= a built-in stock net, or preset= one of our presets after the
+    paper's expanded nets (PRESETS).
     replicate: {LAYER: K}; regularize: {DROPOUT_LAYER: P or (P, PREV_BLOB)}; widen: {LAYER: C2};
     dropin=False is --no-dropin (the plain expanded net); length_growth G gives DropIn i (in net
     order) length round(L * G**i); depth and width set lenet-deep's N and C; input_shape:

@@ -255,6 +255,8 @@ def _transform_lines(net):
     lines = []
     for layer in _layers(inference.phase_net(net, "TEST")):
         param, steps = layer.get("transform_param") or Message(), []
+        if str(layer.get("type")) not in vocabulary.DATA_TYPES:
+            continue
         if "crop_size" in param:
             steps.append("crop the centre %sx%s" % (param.get("crop_size"), param.get("crop_size")))
         if "mean_file" in param:
@@ -263,7 +265,7 @@ def _transform_lines(net):
             steps.append("subtract mean_value %s (per channel)" % ", ".join(map(str, param.get_all("mean_value"))))
         if "scale" in param:
             steps.append("multiply by scale %s" % param.get("scale"))
-        if steps and str(layer.get("type")) in vocabulary.DATA_TYPES:
+        if steps:
             lines.append("%s '%s' is an Input now, without its transform_param; do to each input what it did: %s"
                          % (layer.get("type"), layer.get("name"), ", then ".join(steps)))
     return lines
@@ -603,12 +605,8 @@ def _rename_blob(layer, old, new):
 def _data_shapes(tree, input_shapes, batch):
     """TEST shapes of every data top, from inference (with `input_shapes`), else from Caffe reading
     the sources when they are here; batch replaced by `batch` when given."""
-    found, layers = inference.infer(tree, "TEST", input_shapes)
-    data = [layer for layer in layers if layer.type in vocabulary.DATA_TYPES]
-    unknown = [top for layer in data for top, shape in layer.tops if shape is None]
-    read = validation.source_shapes(tree, "TEST", unknown)
-    if read:
-        found, layers = inference.infer(tree, "TEST", dict(input_shapes or {}, **read))
+    given = dict(input_shapes or {}, **validation.source_shapes(tree, "TEST", input_shapes))
+    found, layers = inference.infer(tree, "TEST", given)
     shapes = {}
     for layer in layers:
         if layer.type in vocabulary.DATA_TYPES:

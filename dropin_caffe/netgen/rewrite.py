@@ -54,9 +54,11 @@ def find_layer(net, name, option="--replicate"):
     found = [layer for layer in layers(net) if layer.get("name") == name]
     if not found:
         near = difflib.get_close_matches(name, sorted(_names(net)), n=4)
-        hint = "; did you mean %s?" % ", ".join(near) if near else "; its layers: %s" % clip(
-            ", ".join(str(layer.get("name")) for layer in layers(net)), 200)
-        if not layers(net):
+        if near:
+            hint = "; did you mean %s?" % ", ".join(near)
+        elif layers(net):
+            hint = "; its layers: %s" % clip(", ".join(str(layer.get("name")) for layer in layers(net)), 200)
+        else:
             hint = "; it has no layers (a solver? give the net, and the solver with --solver)"
         raise ConfigError("%s: no layer named %r in the net%s" % (option, name, hint))
     if len(found) > 1:

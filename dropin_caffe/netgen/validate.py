@@ -41,12 +41,14 @@ def _files_missing(layer):
     return _source_missing(layer) or (mean is not None and not os.path.exists(str(mean)))
 
 
-def source_shapes(net, phase, blobs):
-    """{blob: shape} of those of `blobs` that data layers of `net` read from their sources in `phase`
-    (a Data layer's first datum, cropped as its transform_param says), as Caffe reads them when they
-    are here: Caffe builds those layers alone. Layers whose source or mean file is missing are left
-    out (Caffe would abort the process), and so is everything when Caffe cannot import or build them."""
-    wanted = set(blobs)
+def source_shapes(net, phase, input_shapes=None):
+    """{top: shape} of the data tops of `net` in `phase` that inference (with `input_shapes`) leaves
+    unknown, as Caffe reads them from their sources when those are here (a Data layer's first datum,
+    cropped as its transform_param says): Caffe builds those data layers alone. Layers whose source
+    or mean file is missing are left out (Caffe would abort the process on them), and so is
+    everything when Caffe cannot import or build them."""
+    _, inferred = infer(net, phase, input_shapes)
+    wanted = {top for layer in inferred if layer.type in SOURCE_PARAMS for top, shape in layer.tops if shape is None}
     layers = [layer for layer in phase_net(net, phase).get_all("layer") if str(layer.get("type")) in SOURCE_PARAMS
               and wanted & set(layer.get_all("top")) and not _files_missing(layer)]
     if not layers:
