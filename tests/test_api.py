@@ -146,9 +146,9 @@ def test_native_emits_the_native_types_with_the_same_param_str_and_builds_in_caf
 
 
 NETSPEC_SCRIPT = """
-import caffe, sys
+import caffe
 from caffe import layers as L
-from dropin_caffe import ConfigError, expand_net
+from dropin_caffe import expand_net
 n = caffe.NetSpec()
 n.data = L.Input(shape=dict(dim=[2, 3, 1, 1]))
 n.conv1 = L.Convolution(n.data, num_output=4, kernel_size=3, pad=1, weight_filler=dict(type="xavier"))

@@ -64,7 +64,7 @@ def test_the_cli_writes_the_weights_and_prints_the_caffe_train_command(tmp_path)
     solver = os.path.join(out_dir, "lenet_deep_solver_dropin.prototxt")
     assert "wrote weights %s" % weights in out.getvalue()
     command = env.command(["caffe", "train", "--solver=" + solver, "--weights=" + weights])
-    assert "train with: %s   (" % command in out.getvalue()  # Caffe with absolute paths: runs from any folder
+    assert "train with: %s   (" % command in out.getvalue()  # through caffe-env: caffe need not be on PATH
     assert "--weights=TRAINED.caffemodel,%s" % weights in out.getvalue()
     net = caffe.Net(os.path.join(out_dir, "lenet_deep_dropin.prototxt"), caffe.TEST, weights=weights)
     for name in ("conv2_1", "conv2_2"):  # 3x3 replicas of 50 channels
