@@ -5,6 +5,8 @@ No pycaffe installs from PyPI for current Python. Debian 11 (bullseye) packages 
 that suite as a root filesystem with mmdebstrap and enter it with bubblewrap, binding the repo,
 the current directory and /tmp at the same paths as outside, so absolute paths in prototxts mean
 the same on both sides. A machine where `python3 -c "import caffe"` works uses its own Caffe.
+An installed package (pip) shows Caffe's Python itself and its templates alone, never the
+site-packages around it: another Python's numpy there would break Caffe's (`python_path`).
 
 The root lives in $DROPIN_CAFFE_HOME (default ~/.cache/dropin-caffe). It is built beside its
 final place and renamed into it only once complete, with a stamp naming the package list, so an
