@@ -95,6 +95,11 @@ def host_has_caffe():
     return done.returncode == 0
 
 
+def _env_with_pythonpath(env):
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (python_path(), env.get("PYTHONPATH")) if p)
+    return env
+
+
 def is_checkout():
     """The package runs from a source checkout (its parent holds tools/caffe-env), not an install."""
     return os.path.isfile(os.path.join(REPO, "tools", "caffe-env"))
@@ -123,11 +128,6 @@ def python_path():
             os.symlink(target, partial)
             os.replace(partial, link)  # atomic: a concurrent command sees the old link or the new
     return folder
-
-
-def _env_with_pythonpath(env):
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (python_path(), env.get("PYTHONPATH")) if p)
-    return env
 
 
 def _install_tools(log):

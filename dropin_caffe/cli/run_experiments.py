@@ -101,14 +101,6 @@ def _run(argv, out, err):
     out_dir = args.output_dir or os.path.join("out", config.slug(experiment.name))
     if args.report_only:
         runs, failed = runner.plan_runs(experiment, out_dir), []
-        missing = {}
-        for run in runs:
-            if not run.finished:
-                missing.setdefault(run.configuration, []).append(str(run.seed))
-        if missing:
-            print("not finished, so left out of the report: %s; run without --report-only to train them" % "; ".join(
-                "%s (%s %s)" % (name, "seeds" if len(seeds) > 1 else "seed", ", ".join(seeds))
-                for name, seeds in missing.items()), file=err)
     else:
         runs, failed = runner.run_experiment(experiment, out_dir, args.data_dir, keywords, args.source, args.jobs,
                                              Progress(err))
@@ -116,6 +108,14 @@ def _run(argv, out, err):
     print(summary, file=out)
     print("\nplot: %s (and .svg); table: %s; every value: %s" % (
         picture, os.path.join(out_dir, "summary.md"), os.path.join(out_dir, "results.csv")), file=out)
+    missing = {}
+    for run in runs if args.report_only else []:  # runs that have not finished are not in the report
+        if not run.finished:
+            missing.setdefault(run.configuration, []).append(str(run.seed))
+    if missing:
+        print("not finished, so left out of the report: %s; run without --report-only to train them" % "; ".join(
+            "%s (%s %s)" % (name, "seeds" if len(seeds) > 1 else "seed", ", ".join(seeds))
+            for name, seeds in missing.items()), file=err)
     trained = [run for run in runs if run.finished and run not in failed and _has_dropin(run)]
     if trained:
         run = trained[0]
