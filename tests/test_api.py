@@ -1,5 +1,7 @@
 """The Python API: dropin_caffe.expand_net, Expansion, and the NetSpec helpers."""
 import os
+import subprocess
+import sys
 
 import caffe
 import pytest
@@ -141,3 +143,26 @@ def test_native_emits_the_native_types_with_the_same_param_str_and_builds_in_caf
     assert [row[:2] for row in native.rows] == [row[:2] for row in python.rows]
     assert native.expanded == python.expanded and native.expanded.ours == 2
     assert native.notes == python.notes  # no "could not be loaded" note: it was built in Caffe
+
+
+NETSPEC_SCRIPT = """
+import caffe
+from caffe import layers as L
+from dropin_caffe import expand_net
+n = caffe.NetSpec()
+n.data = L.Input(shape=dict(dim=[2, 3, 1, 1]))
+n.conv1 = L.Convolution(n.data, num_output=4, kernel_size=3, pad=1, weight_filler=dict(type="xavier"))
+result = expand_net(n.to_proto(), replicate={"conv1": 1}, dropin_length=10, input_shape={"data": (3, 8, 8)})
+print(result.net_name, [row.shapes for row in result.rows if row.layer == "conv1_1"])
+"""
+
+
+def test_the_api_takes_a_netspec_and_input_shape_and_keeps_caffes_log_quiet():
+    """Issue 22.6: `input_shape` as the flag is named, a NetSpec's caffe_pb2.NetParameter, and no glog
+    line on stderr when the caller has not set GLOG_minloglevel (a subprocess: Caffe reads it once)."""
+    environ = {k: v for k, v in os.environ.items() if k != "GLOG_minloglevel"}
+    done = subprocess.run([sys.executable, "-c", NETSPEC_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env=environ)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "net_dropin.prototxt [[(2, 4, 8, 8)]]\n"
+    assert done.stderr == ""  # glog would print the net, twice, as "I1203 05:00:00.123 ... net.cpp:53] ..."

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import textwrap
 
 import caffe
 import pytest
@@ -159,7 +160,7 @@ REFUSALS = [
     ("k-zero", ["{net}", "--replicate", "conv2=0"] + DL, ["conv2=0", ">= 1"]),
     ("k-negative", ["{net}", "--replicate", "conv2=-2"] + DL, ["conv2=-2", ">= 1"]),
     ("length-zero", ["{net}", "--replicate", "conv2=1", "--dropin-length", "0"], ["--dropin-length", ">= 1", "0"]),
-    ("length-missing", ["{net}", "--replicate", "conv2=1"], ["--dropin-length", ">= 1", "--no-dropin"]),
+    ("length-missing", ["{net}", "--replicate", "conv2=1"], ["gradual DropIn needs --dropin-length L", "--no-dropin"]),
     ("p-zero", ["{net}", "--regularize", "drop1=0"], ["--regularize drop1", "(0, 1]"]),
     ("p-above-one", ["{net}", "--regularize", "drop1=1.5"], ["--regularize drop1", "1.5", "(0, 1]"]),
     ("regularize-not-dropout", ["{net}", "--regularize", "ip1=0.5"], ["--regularize ip1", "Dropout", "InnerProduct"]),
@@ -179,7 +180,10 @@ REFUSALS = [
      ["--widen conv1=4", "C2, the widened number of outputs", "above conv1's num_output 4"]),
     ("widen-not-integer", ["{net}", "--widen", "conv1=wide"] + DL, ["--widen", "LAYER=C2", "conv1=wide"]),
     ("widen-pooling", ["{net}", "--widen", "pool2=8"] + DL, ["--widen pool2=8", "Pooling"]),
-    ("widen-length-missing", ["{net}", "--widen", "conv1=6"], ["--dropin-length", ">= 1", "--no-dropin"]),
+    ("widen-length-missing", ["{net}", "--widen", "conv1=6"], ["gradual DropIn needs --dropin-length L", "--no-dropin"]),
+    ("solver-as-net", ["{solver}", "--replicate", "conv2=1"] + DL,
+     ["no layer named 'conv2'", "it has no layers (a solver? give the net, and the solver with --solver)"]),
+    ("unknown-layer-far", ["{net}", "--replicate", "zzz=1"] + DL, ["no layer named 'zzz'", "its layers: data, conv1, "]),
     ("widen-and-replicate", ["{net}", "--widen", "conv2=8", "--replicate", "conv2=1"] + DL,
      ["--widen conv2 and --replicate conv2", "give one"]),
     ("input-shape-not-integers", ["{net}", "--input-shape", "data=1,a,12"],
@@ -237,6 +241,20 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, words, tiny, tin
     assert sorted(os.listdir(str(tmp_path))) == ["out", "tiny.prototxt", "tiny_solver.prototxt"]
 
 
+def test_messages_name_the_command_as_typed_and_say_what_is_required(tiny, out_dir, monkeypatch, capsys):
+    """Issue 22.9 and 22.12: the console script is `expand_net`, and --dropin-length is required."""
+    assert expand_net(tiny, "--replicate", "conv2=1", "-o", out_dir)[2].startswith("expand_net.py: gradual DropIn")
+    monkeypatch.setattr("sys.argv", ["/venv/bin/expand_net", tiny, "--replicate", "conv2=1", "-o", out_dir])
+    assert expand_main() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("expand_net: gradual DropIn needs --dropin-length L") and "None" not in err, err
+    monkeypatch.setattr("sys.argv", ["/venv/bin/expand_net", "--help"])
+    assert expand_main() == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert help_text.startswith("usage: expand_net [-h]")
+    assert "iterations for a new layer to enter; required with --replicate and --widen unless --no-dropin" in help_text
+
+
 def test_refusal_into_a_directory_that_does_not_exist_creates_nothing(tiny, tmp_path):
     missing = tmp_path / "new" / "out"
     refused([tiny, "--replicate", "conv22=1"] + DL, str(missing), "conv22")
@@ -288,6 +306,30 @@ def test_database_input_without_a_shape(tmp_path, out_dir):
     """The stock LeNet reads MNIST from an LMDB that is not here: its shape must be given."""
     net = os.path.join(STOCK_MNIST, "lenet_train_test.prototxt")
     refused([net, "--replicate", "conv2=1"] + DL, out_dir, "--input-shape", "data")
+
+
+def test_database_input_that_is_here_gives_its_shape(tmp_path, out_dir):
+    """Issue 22.5: a Data layer whose LMDB is here: its first datum's shape (cropped) is read, as
+    export_net does, with a note; the net is expanded and validated at that shape."""
+    import lmdb
+    from caffe.proto import caffe_pb2
+
+    database = lmdb.open(str(tmp_path / "train_lmdb"), map_size=1 << 22)
+    with database.begin(write=True) as txn:
+        for key in range(3):
+            datum = caffe_pb2.Datum(channels=1, height=14, width=14, data=bytes(196), label=key % 3)
+            txn.put(b"%08d" % key, datum.SerializeToString())
+    database.close()
+    data = ('layer { name: "data" type: "Data" top: "data" top: "label" transform_param { crop_size: 12 scale: 0.5 }\n'
+            '  data_param { source: "%s" batch_size: 4 backend: LMDB } }' % (tmp_path / "train_lmdb"))
+    net = tmp_path / "lmdb_net.prototxt"
+    net.write_text(re.sub(r'layer \{ name: "data" type: "DummyData".*?\} \} \}', data, textwrap.dedent(TINY),
+                          flags=re.S))
+    code, out, err = expand_net(str(net), "--replicate", "conv2=1", *DL, "-o", out_dir)
+    assert code == 0, err
+    assert "note: the shape of 'data', 1x12x12, is read from its database in phase TRAIN (its first datum, as " \
+           "Caffe reads it)" in err
+    assert re.search(r"^ data +Data +4x1x12x12, 4 ", out, re.M) and "?" not in out, out
 
 
 def test_existing_output_needs_force(tiny, tiny_solver, out_dir):
@@ -455,6 +497,20 @@ def test_dropin_net_and_solver(tiny, tiny_solver, out_dir):
     assert "accuracy" in caffe_net.blobs
 
 
+def test_a_solver_whose_snapshot_folder_is_missing_gets_a_note(tiny, tiny_solver, out_dir, tmp_path, monkeypatch):
+    """Issue 22.4: `caffe train` aborts on a snapshot_prefix in a folder that does not exist; a
+    relative one is read from the folder caffe train runs in (here: this one)."""
+    monkeypatch.chdir(str(tmp_path))
+    code, out, err = expand_net(tiny, "--replicate", "conv2=1", *DL, "--solver", tiny_solver, "-o", out_dir)
+    assert code == 0 and os.path.exists(os.path.join(out_dir, "tiny_solver_dropin.prototxt")), err
+    assert ("note: the solver's snapshot_prefix is in folder snaps (relative to the folder `caffe train` runs in; "
+            "from here %s), which does not exist: `caffe train` would stop with \"Cannot write to snapshot prefix\"; "
+            "create it (mkdir -p snaps) or change snapshot_prefix\n" % (tmp_path / "snaps")) in err
+    (tmp_path / "snaps").mkdir()
+    code, out, err = expand_net(tiny, "--replicate", "conv2=1", *DL, "--solver", tiny_solver, "-o", out_dir, "--force")
+    assert code == 0 and "snapshot_prefix" not in err, err
+
+
 def test_plain_baseline(tiny, tiny_solver, out_dir):
     code, out, err = expand_net(tiny, "--replicate", "conv2=2", "--no-dropin", "--solver", tiny_solver, "-q",
                                 "-o", out_dir)
@@ -610,6 +666,19 @@ def test_fork_layer_after_the_replica_is_carried_through(with_fields, write, out
     for name in ("zoom", "pool2", "ip1", "ip2"):
         assert rows[name].split()[2] == "?", rows[name]
     assert any("unknown shape (?)" in line for line in out.splitlines())
+
+
+def test_a_typo_in_a_field_is_refused_unless_the_net_is_a_forks(write, out_dir):
+    """Issue 22.8: `num_outptu` is one typo from num_output; in a net Caffe would otherwise accept it
+    is an error, not a fork's field. Beside a fork's own fields it is carried through as they are."""
+    typo = TINY.replace("num_output: 6", "num_outptu: 6")
+    refused([write("typo.prototxt", typo), "--replicate", "conv1=1"] + DL, out_dir,
+            "layer 'conv2': convolution_param has no field num_outptu (Caffe would reject the net); did you mean "
+            "num_output?")
+    fork = typo.replace('    layer { name: "pool2"', FORK_LAYER + '    layer { name: "pool2"').replace(
+        'bottom: "conv2" top: "pool2"', 'bottom: "zoom" top: "pool2"')
+    code, out, err = expand_net(write("fork.prototxt", fork), "--replicate", "conv1=1", *DL, "-o", out_dir)
+    assert code == 0 and "has field convolution_param.num_outptu, which this Caffe does not know" in err, err
 
 
 def test_stock_lenet_and_its_solver(out_dir):
@@ -785,10 +854,14 @@ def test_input_shape_wins_over_a_declared_placeholder(given, write, out_dir):
     """Issue 8.7: a deploy net's declared input is a placeholder; --input-shape replaces it, with a note,
     and the expanded net is built in Caffe at that shape (the emitted Input keeps its own)."""
     net = write("pose.prototxt", PLACEHOLDER)
-    code, out, err = expand_net(net, "--input-shape", "image=" + given, "--replicate", "conv1=1", *DL, "-o", out_dir)
+    drawing = os.path.join(out_dir, "pose.svg")
+    code, out, err = expand_net(net, "--input-shape", "image=" + given, "--replicate", "conv1=1", *DL, "-o", out_dir,
+                                "--draw", drawing)
     assert code == 0, err
-    assert "note: --input-shape image=1,3,16,16 replaces the shape (1, 3, 1, 1) that Input 'image' declares (in " \
-           "the summary and the validation; the emitted net keeps its declaration)" in err
+    assert "note: --input-shape image=1,3,16,16 replaces the shape (1, 3, 1, 1) that Input 'image' declares in the " \
+           "summary, the validation and the drawing; the emitted net keeps its declaration\n" in err
+    svg = open(drawing).read().replace("&#45;", "-")  # issue 22.7: drawn at the given shape, saying what
+    assert ">declares 1x3x1x1; drawn at --input-shape<" in svg and "> 1x3x16x16 <" in svg  # the file declares
     assert re.search(r"^ stage1 +Convolution +1x5x8x8\b", out, re.M), out
     assert "not built" not in err and "shape inference only" not in err
     emitted = prototxt.read(os.path.join(out_dir, "pose_dropin.prototxt"))

@@ -143,8 +143,11 @@ def test_lenet_deep_at_depth_100_joins_every_layer_in_turn_and_builds_in_caffe()
 
 def test_expand_needs_a_length_for_dropin():
     net = prototxt.parse(templates.render_net("lenet", dummy_data=True))
-    with pytest.raises(ConfigError, match="--dropin-length L must be an integer >= 1"):
-        apply(net, plans.Plan(replicate=[("conv2", 1)]))
+    with pytest.raises(ConfigError, match="^gradual DropIn needs --dropin-length L, the iterations a new layer takes "
+                                          r"to enter \(an integer >= 1, e.g. 1000\); or pass --no-dropin"):
+        apply(net, plans.Plan(replicate=[("conv2", 1)]))  # issue 22.12: no "got None"
+    with pytest.raises(ConfigError, match="--dropin-length L must be an integer >= 1 .*, got 0;"):
+        apply(net, plans.Plan(replicate=[("conv2", 1)], length=0))
     expanded, _ = apply(net, plans.Plan(replicate=[("conv2", 1)], dropin=False))
     assert plans.Plan(replicate=[("conv2", 1)], dropin=False).suffix == "plain"
 

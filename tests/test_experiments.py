@@ -1,11 +1,14 @@
 """The experiment runner end to end on a short real experiment: caffe train, logs, CSV, plots."""
 import csv
+import io
 import json
 import os
 import threading
 
 import pytest
 
+from conftest import REPO
+from dropin_caffe import expand_net
 from dropin_caffe.cli import export_net, run_experiments
 from dropin_caffe.experiments import config, runner, training
 from dropin_caffe.errors import ConfigError
@@ -341,3 +344,47 @@ def test_deep_experiment_schedules_end_where_its_description_says():
         ends[configuration] = max((c.get("start", 0) + c["length"] for c in configs), default=None)
     assert list(ends.values()) == [None, 600, 1194, 594 + round(300 * 1.007 ** 99)]
     assert 1180 <= ends["depth 100, DropIn staggered S=6 L=300*1.007^i"] <= 1200 < experiment.iterations
+
+
+FINISHED_LOG = """\
+I1201 10:00:00.000000  1 solver.cpp:330] Iteration 0, Testing net (#0)
+I1201 10:00:00.000000  1 solver.cpp:397]     Test net output #0: accuracy = 0.1
+I1201 10:00:00.000000  1 solver.cpp:218] Iteration 0 (0 iter/s, 0s/10 iters), loss = 2.3
+I1201 10:00:01.000000  1 solver.cpp:330] Iteration 30, Testing net (#0)
+I1201 10:00:01.000000  1 solver.cpp:397]     Test net output #0: accuracy = 0.5
+I1201 10:00:01.000000  1 solver.cpp:218] Iteration 30 (30 iter/s, 1s/30 iters), loss = 1.2
+I1201 10:00:01.100000  1 caffe.cpp:260] Optimization Done.
+"""
+
+
+def test_report_only_names_what_it_leaves_out_and_prints_commands_that_run_anywhere(tmp_path, short, capsys,
+                                                                                     monkeypatch):
+    """Issue 22.10 and 22.3: one seed of one configuration has finished (here: has a log, whatever
+    the runner's own bookkeeping); the report says which runs are missing, and its export_net
+    command works from any folder (absolute paths)."""
+    monkeypatch.setattr(runner.Run, "finished", property(lambda run: os.path.exists(run.log)))
+    out_dir = tmp_path / "out"
+    run_dir = out_dir / config.slug("LeNet-deep DropIn") / "seed1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "caffe.log").write_text(FINISHED_LOG)
+    expand_net(preset="lenet-deep", depth=1, dropin_length=20, validate=False).write(str(run_dir))
+    os.rename(str(run_dir / "lenet_deep_dropin.prototxt"), str(run_dir / "net.prototxt"))
+    code, out, err = run([short, "-o", str(out_dir), "--report-only"], capsys)
+    assert code == 0, err
+    assert err == ("not finished, so left out of the report: LeNet (seeds 1, 2); LeNet-deep DropIn (seed 2); run "
+                   "without --report-only to train them\n")
+    assert "| LeNet-deep DropIn | 1 |" in out and "| LeNet |" not in out
+    assert "\n  %s run python3 %s " % (os.path.join(REPO, "tools", "caffe-env"),
+                                       os.path.join(REPO, "tools", "export_net.py")) in out
+
+
+def test_progress_into_a_log_file_is_a_plain_line_per_finished_run():
+    """Issue 22.13: no bar, no carriage returns when the stream is not a terminal."""
+    stream = io.StringIO()
+    progress = run_experiments.Progress(stream)
+    progress.start(200)
+    progress.update("LeNet seed 1", 50)
+    progress.finish("LeNet seed 1", 100, "done, accuracy 0.98")
+    progress.update("LeNet seed 2", 40)
+    progress.say("Ctrl-C again to stop")
+    assert stream.getvalue() == "LeNet seed 1: done, accuracy 0.98\nCtrl-C again to stop\n"

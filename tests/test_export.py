@@ -287,7 +287,7 @@ def test_a_data_layer_whose_source_is_not_here_needs_input_shape(write, tmp_path
     net = write("small.prototxt", small_net("python"))
     weights = save_weights(str(tmp_path / "small.caffemodel"), net, {"reg": 7, "blend": 30, "back": 5})
     lines = small_net("python").splitlines(True)
-    data = ('layer { name: "data" type: "Data" top: "data" top: "label"\n'
+    data = ('layer { name: "data" type: "Data" top: "data" top: "label" transform_param { scale: 0.5 mean_value: 3 }\n'
             '  data_param { source: "%s" batch_size: 4 backend: LMDB } }\n' % (tmp_path / "no_lmdb"))
     lmdb_net = write("lmdb.prototxt", "".join(lines[:1] + [data] + lines[4:]))
     code, out, err = export(lmdb_net, weights, "-o", tmp_path / "out")
@@ -296,6 +296,8 @@ def test_a_data_layer_whose_source_is_not_here_needs_input_shape(write, tmp_path
     assert not os.path.exists(tmp_path / "out")
     code, out, err = export(lmdb_net, weights, "-o", tmp_path / "out", "--input-shape", "data=1,2,3")
     assert code == 0, err
+    assert "Data 'data' is an Input now, without its transform_param; do to each input what it did: subtract " \
+           "mean_value 3 (per channel), then multiply by scale 0.5\n" in out  # issue 22.11
     assert proof(out)["prob"] <= 1e-5
     first = prototxt.read(str(tmp_path / "out" / "lmdb_deploy.prototxt")).get_all("layer")[0]
     assert str(first.get("type")) == "Input" and [d for d in first.get("input_param").get("shape").get_all("dim")] \
@@ -539,3 +541,17 @@ def test_b_mid_schedule_with_stagger_blends_every_dropin(mnist, tmp_path):
     opencv = opencv_vs_caffe(deploy, model, {"data": mnist_images(mnist, tmp_path)})
     report("b stagger", proved, opencv)
     assert opencv["prob"] <= 1e-4
+
+
+def test_without_caffe_the_tool_says_so_in_one_line(tmp_path):
+    """Issue 22.2: a Python without Caffe (here one whose `import caffe` fails) gets one line and exit
+    code 2, the code of missing things, not a traceback and 1, the code of outputs that differ."""
+    (tmp_path / "caffe").mkdir()
+    (tmp_path / "caffe" / "__init__.py").write_text("raise ImportError(\"No module named 'caffe'\")\n")
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "export_net.py")
+    done = subprocess.run(["python3", script, "net.prototxt", "net.caffemodel", "-o", str(tmp_path / "out")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=environ)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("export_net.py: exporting needs Caffe, which ")
+    assert "run it with the embedded Caffe: " in done.stderr and not os.path.exists(str(tmp_path / "out"))

@@ -6,6 +6,7 @@ import caffe
 import numpy as np
 import pytest
 
+from dropin_caffe import env
 from dropin_caffe.cli.expand_net import main as expand_main
 from dropin_caffe.errors import ConfigError
 from dropin_caffe.experiments.datasets import sources
@@ -62,7 +63,8 @@ def test_the_cli_writes_the_weights_and_prints_the_caffe_train_command(tmp_path)
     weights = os.path.join(out_dir, "lenet_deep_dropin_init.caffemodel")
     solver = os.path.join(out_dir, "lenet_deep_solver_dropin.prototxt")
     assert "wrote weights %s" % weights in out.getvalue()
-    assert "train with: caffe train --solver=%s --weights=%s" % (solver, weights) in out.getvalue()
+    command = env.command(["caffe", "train", "--solver=" + solver, "--weights=" + weights])
+    assert "train with: %s   (" % command in out.getvalue()  # through caffe-env: caffe need not be on PATH
     assert "--weights=TRAINED.caffemodel,%s" % weights in out.getvalue()
     net = caffe.Net(os.path.join(out_dir, "lenet_deep_dropin.prototxt"), caffe.TEST, weights=weights)
     for name in ("conv2_1", "conv2_2"):  # 3x3 replicas of 50 channels

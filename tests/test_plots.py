@@ -362,3 +362,18 @@ def test_tools_plot_log_entry_point(tmp_path):
     missing = tmp_path / "x.log"
     assert run.stderr == "plot_log.py: log %s does not exist; give the path of a caffe train log\n" % missing
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_legends_are_under_the_axes_clear_of_the_curves_and_the_axis_label(runs):
+    """Issue 22.13: inside the axes, a legend covered curves (every corner has some)."""
+    figure, axes = plt.subplots(1, 3, figsize=(12, 4))
+    twin = plot_accuracy(axes[0], runs)
+    plot_loss(axes[1], runs)
+    plot_schedule(axes[2], 100, starts=(0, 50, 100))
+    figure.tight_layout()
+    figure.canvas.draw()
+    for ax, holder in ((axes[0], twin), (axes[1], axes[1]), (axes[2], axes[2])):
+        legend = holder.get_legend().get_window_extent()
+        assert legend.y1 <= ax.xaxis.label.get_window_extent().y0 <= ax.get_window_extent().y0
+        assert legend.y0 >= 0  # and still in the figure
+    plt.close(figure)

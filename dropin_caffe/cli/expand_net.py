@@ -4,7 +4,9 @@ A thin shell over `dropin_caffe.expand_net`: every flag is one of its keywords.
 """
 import argparse
 import os
+import shlex
 
+from .. import env
 from ..netgen.expand import expand_net
 from ..netgen.plan import PRESETS
 from .common import Parser, assignment, shape, shell
@@ -51,7 +53,8 @@ def parser():
                          help="grow conv or fc LAYER to C2 outputs: an extra layer computes the new units, which "
                               "enter by gradual DropIn while LAYER's own stay unchanged; LAYER's consumers get "
                               "C2 inputs")
-    rewrite.add_argument("--dropin-length", type=int, metavar="L", help="iterations for a new layer to enter")
+    rewrite.add_argument("--dropin-length", type=int, metavar="L", help="iterations for a new layer to enter; "
+                         "required with --replicate and --widen unless --no-dropin")
     rewrite.add_argument("--stagger", type=int, metavar="S", help="DropIn layer i starts entering at i*S")
     rewrite.add_argument("--length-growth", type=float, metavar="G", help="tailored lengths: DropIn layer i gets "
                          "length round(L * G**i) (default 1: all L)")
@@ -106,7 +109,7 @@ def keywords(args):
         regularize=args.regularize, widen=args.widen, dropin_length=args.dropin_length, stagger=args.stagger,
         length_growth=args.length_growth, dropin=not args.no_dropin, p_top=args.p_top,
         add_activation=args.add_activation, replica_kernel=args.replica_kernel, replica_std=args.replica_std,
-        depth=args.depth, width=args.width, input_shapes=dict(args.input_shape), solver=args.solver, max_iter=args.max_iter,
+        depth=args.depth, width=args.width, input_shape=dict(args.input_shape), solver=args.solver, max_iter=args.max_iter,
         solver_mode=args.solver_mode, settings=dict(args.variables), validate=not args.no_validate,
         native=args.native, dropin_train=args.dropin_train, replica_init=args.replica_init)
 
@@ -126,7 +129,7 @@ def _run(argv, out, err):
     if result.initial_weights is not None and command:
         weights = os.path.join(args.output_dir, result.weights_name)
         print("train with: %s   (a solver cannot name weights; to start the original layers from a trained "
-              "model too: --weights=TRAINED.caffemodel,%s)" % (command, weights), file=out)
+              "model too: --weights=TRAINED.caffemodel,%s)" % (env.command(shlex.split(command)), weights), file=out)
     return 0
 
 

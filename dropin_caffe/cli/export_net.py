@@ -6,8 +6,9 @@ import argparse
 import os
 
 from ..netgen import export as exporting
-from .common import Parser, assignment, shape, shell
+from .common import Parser, assignment, invoked_as, shape, shell
 
+PROG = "export_net.py"
 USAGE = """\
 examples:
   export_net.py lenet_deep_dropin.prototxt snap/lenet_deep_dropin_iter_300.caffemodel -o out/
@@ -20,7 +21,7 @@ original's (nothing written), 2 bad input (nothing written).
 
 def parser():
     parser = Parser(
-        prog="export_net.py", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=PROG, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write the stock-Caffe equivalent of a trained DropIn net (no Python layers): each DropIn at "
                     "its snapshot's p becomes its new or prev input or an Eltwise blend, each Resize fixed "
                     "linear layers; both nets are run in Caffe and their outputs compared.",
@@ -45,7 +46,7 @@ def parser():
 def _run(argv, out, err):
     os.environ.setdefault("GLOG_minloglevel", "2")  # read when caffe loads: keep its log off the screen
     args = parser().parse_args(argv)
-    result = exporting.export_net(args.net, args.weights, batch=args.batch, input_shapes=dict(args.input_shape),
+    result = exporting.export_net(args.net, args.weights, batch=args.batch, input_shape=dict(args.input_shape),
                         train_val=args.train_val, allow_blend=args.allow_blend, solver=args.solver,
                         validate=not args.no_validate)
     for line in result.lines:
@@ -55,8 +56,9 @@ def _run(argv, out, err):
     failed = result.failures
     if failed:
         blob, _, relative = failed[0]
-        print("export_net.py: the export's output '%s' differs from the original's by %.3g relative (> %g, float32 "
-              "rounding); nothing written. Please report this net." % (blob, relative, exporting.TOLERANCE),
+        print("%s: the export's output '%s' differs from the original's by %.3g relative (> %g, float32 "
+              "rounding); nothing written. Please report this net." % (invoked_as(PROG), blob, relative,
+                                                                      exporting.TOLERANCE),
               file=err)
         return 1
     for kind, path in result.write(args.output_dir, force=args.force):
@@ -66,4 +68,4 @@ def _run(argv, out, err):
 
 def main(argv=None, out=None, err=None):
     """tools/export_net.py ...: exit code 0, 1 when the proof fails, or 2 with one line on stderr."""
-    return shell("export_net.py", _run, argv, out, err)
+    return shell(PROG, _run, argv, out, err)

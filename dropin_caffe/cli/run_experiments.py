@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 
+from .. import env
 from ..experiments import config, report, runner
 from ..netgen import prototxt
 from ..netgen.vocabulary import our_layer
@@ -89,11 +90,8 @@ class Progress(runner.Events):
                                              "; ".join("%s it %d" % item for item in self.current.items()))
         if message:
             self.stream.write(("\r" + " " * 150 + "\r" if self.tty else "") + message + "\n")
-        if bar and self.tty:
+        if bar and self.tty:  # a log file gets the messages alone: a bar in it is noise
             self.stream.write("\r" + line[:150].ljust(150))
-        elif bar and (message or time.time() - self.last_print > 30):
-            self.stream.write(line + "\n")
-            self.last_print = time.time()
         self.stream.flush()
 
 
@@ -134,14 +132,21 @@ def _run(argv, out, err):
     print(summary, file=out)
     print("\nplot: %s (and .svg); table: %s; every value: %s" % (
         picture, os.path.join(out_dir, "summary.md"), os.path.join(out_dir, "results.csv")), file=out)
+    missing = {}
+    for run in runs if args.report_only else []:  # runs that have not finished are not in the report
+        if not run.finished:
+            missing.setdefault(run.configuration, []).append(str(run.seed))
+    if missing:
+        print("not finished, so left out of the report: %s; run without --report-only to train them" % "; ".join(
+            "%s (%s %s)" % (name, "seeds" if len(seeds) > 1 else "seed", ", ".join(seeds))
+            for name, seeds in missing.items()), file=err)
     trained = [run for run in runs if run.finished and run not in failed and _has_dropin(run)]
     if trained:
         run = trained[0]
-        print("a DropIn run's final weights as a stock Caffe net (likewise for the other %d DropIn runs):\n"
-              "  tools/caffe-env run python3 tools/export_net.py %s %s -o %s"
-              % (len(trained) - 1, os.path.join(run.directory, "net.prototxt"),
-                 run.weights(experiment.stage(run.configuration).iterations), os.path.join(run.directory, "export")),
-              file=out)
+        print("a DropIn run's final weights as a stock Caffe net (likewise for the other %d DropIn runs):\n  %s"
+              % (len(trained) - 1, env.command(["export_net", os.path.join(run.directory, "net.prototxt"),
+                                                run.weights(experiment.stage(run.configuration).iterations), "-o",
+                                                os.path.join(run.directory, "export")])), file=out)
     if failed:
         print("%d runs failed (see above); rerun the command to retry them" % len(failed), file=err)
         return 1

@@ -42,8 +42,16 @@ def plot_schedule(ax, length, starts=(0,), iterations=None, measured_units=0, se
     ax.set_ylabel("p(t) = P(unit from new)")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    _legend_below(ax, ax.get_legend_handles_labels()[0])
     return ax
+
+
+def _legend_below(ax, handles):
+    """The legend under the x axis's label, where it covers no curve (inside the axes it did: curves
+    fill every corner); the figure's tight_layout makes room for it. The gap is in font sizes, so it
+    clears the tick labels and the label on small axes as on large ones."""
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), borderaxespad=4.5,
+              ncol=min(2, len(handles)), fontsize="small", frameon=False)
 
 
 # Experiment plots: `runs` = {configuration label: [logs.Log per seed]} (see the module docstring).
@@ -162,7 +170,7 @@ def plot_accuracy(ax, runs, output=None, show_p=True, colours=None):
         twin.set_ylim(-0.03, 1.03)
         twin.set_ylabel("DropIn p(t), dashed")
         handles.append(Line2D([], [], color="grey", linestyle="--", label="DropIn p(t), right axis"))
-    (twin or ax).legend(handles=handles, loc="lower right", fontsize="small")  # the twin is drawn on top
+    _legend_below(twin or ax, handles)  # the twin is drawn on top
     return twin
 
 
@@ -186,7 +194,7 @@ def plot_loss(ax, runs, colours=None):
     _iteration_axis(ax)
     ax.set_ylabel("train loss (solver's smoothed loss)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper right", fontsize="small")
+    _legend_below(ax, ax.get_legend_handles_labels()[0])
     return ax
 
 

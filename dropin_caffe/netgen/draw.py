@@ -17,6 +17,7 @@ import subprocess
 
 from ..errors import ConfigError
 from . import rewrite
+from .shapes import replaced_input
 from .vocabulary import LEARNED_TYPES, is_data, our_layer
 
 COLOURS = {"DropIn": "#f4a340", "Resize": "#c39bd3", "data": "#d5d8dc", "weights": "#aed6f1", "other": "#ffffff"}
@@ -35,8 +36,9 @@ def kind(layer):
     return "weights" if layer.get("type") in LEARNED_TYPES else "other"
 
 
-def graph(net):
-    """(boxes, edges): boxes are [label, kind] per non-in-place layer; edges (from, to, blob)."""
+def graph(net, shapes=None):
+    """(boxes, edges): boxes are [label, kind] per non-in-place layer; edges (from, to, blob). An
+    Input drawn at other `shapes` than it declares (--input-shape) says what it declares."""
     boxes, edges, producer = [], [], {}
     for layer in rewrite.layers(net):
         bottoms, tops = layer.get_all("bottom"), layer.get_all("top")
@@ -45,6 +47,10 @@ def graph(net):
             continue
         index = len(boxes)
         boxes.append(["%s (%s)" % (layer.get("name"), our_layer(layer) or layer.get("type")), kind(layer)])
+        declared = replaced_input(layer, shapes or {})
+        if declared:
+            boxes[-1][0] += "\ndeclares %s; drawn at --input-shape" % ", ".join("x".join(map(str, shape))
+                                                                             for shape in declared)
         edges += [(producer[b], index, b) for b in bottoms if b in producer]
         for top in tops:
             producer[top] = index
@@ -71,7 +77,7 @@ def draw_net(ax, net, shapes=None, title=None):
     from matplotlib.patches import FancyArrowPatch  # here: dot's drawing needs no matplotlib
     from matplotlib.path import Path
 
-    boxes, edges = graph(net)
+    boxes, edges = graph(net, shapes)
     x, rank = layout(boxes, edges)
     shapes = shapes or {}
     for source, target, blob in edges:
@@ -120,7 +126,7 @@ def _quote(text):
 
 def dot_source(net, shapes=None, title=None):
     """DOT text drawing `net` (one phase) top to bottom; `shapes` maps blob names to shapes."""
-    boxes, edges = graph(net)
+    boxes, edges = graph(net, shapes)
     _, rank = layout(boxes, edges)
     shapes = shapes or {}
     fan_out = {}

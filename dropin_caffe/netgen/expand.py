@@ -12,6 +12,7 @@ Every keyword means exactly what the command-line flag of the same name means
 import dataclasses
 import math
 import os
+import shlex
 import typing
 
 from .. import files
@@ -53,10 +54,10 @@ class Expansion:
         .caffemodel (Caffe's solver has no field for one). None without a solver."""
         if self.solver is None:
             return None
-        command = "caffe train --solver=%s" % os.path.join(out_dir, self.solver_name)
+        argv = ["caffe", "train", "--solver=" + os.path.join(out_dir, self.solver_name)]
         if self.initial_weights is not None:
-            command += " --weights=%s" % os.path.join(out_dir, self.weights_name)
-        return command
+            argv.append("--weights=" + os.path.join(out_dir, self.weights_name))
+        return " ".join(shlex.quote(word) for word in argv)
 
     @property
     def net_text(self):
@@ -135,12 +136,20 @@ def _is_text(value):
     return "\n" in value or "{" in value
 
 
+def _is_protobuf(value):
+    """A protobuf message, such as the caffe_pb2.NetParameter of Caffe's `NetSpec.to_proto()`."""
+    return hasattr(value, "DESCRIPTOR") and hasattr(value, "SerializeToString")
+
+
 def read_prototxt(value, what):
-    """A prototxt given as a Message, its text, or a path."""
+    """A prototxt given as a Message, a protobuf message (caffe_pb2's), its text, or a path."""
     if isinstance(value, prototxt.Message):
         return value.copy()
+    if _is_protobuf(value):
+        from google.protobuf import text_format
+        return prototxt.parse(text_format.MessageToString(value), "<%s message>" % what)
     if not isinstance(value, (str, os.PathLike)):
-        raise ConfigError("%s must be a path, prototxt text or a Message, got %s" % (what, type(value).__name__))
+        raise ConfigError("%s must be a path, prototxt text or a message, got %s" % (what, type(value).__name__))
     if isinstance(value, str) and _is_text(value):
         return prototxt.parse(value, "<%s text>" % what)
     return prototxt.read(value)
@@ -183,6 +192,7 @@ def _source(net, template, preset, depth, width, settings, solver):
     tree = read_prototxt(net, "net")
     vocabulary.check_structure(tree)  # before upgrade, so that layer #N counts the user's layers
     tree = upgrade.upgrade_net(tree)
+    vocabulary.check_typos(tree)
     solver_tree = read_prototxt(solver, "solver") if solver is not None else None
     solver_name = None
     if solver is not None:
@@ -191,8 +201,8 @@ def _source(net, template, preset, depth, width, settings, solver):
 
 
 def is_inline(value):
-    """`value` is a prototxt given inline (text or a Message), not a path."""
-    return isinstance(value, prototxt.Message) or (isinstance(value, str) and _is_text(value))
+    """`value` is a prototxt given inline (text or a message), not a path."""
+    return isinstance(value, prototxt.Message) or _is_protobuf(value) or (isinstance(value, str) and _is_text(value))
 
 
 def _pairs(value, option):
@@ -263,18 +273,31 @@ def _options(plan, replicate, regularize, dropin_length, stagger, length_growth,
     return plan
 
 
+def _database_shapes(net, given, notes):
+    """{top: (C, H, W)} of the data tops whose shapes live in a database that is here (TRAIN's, else
+    TEST's), as Caffe reads them, with a note each; the batch stays each phase's own."""
+    read = {}
+    for phase in vocabulary.PHASES:
+        for top, shape in validation.source_shapes(net, phase, dict(given, **read)).items():
+            read[top] = shape[1:] if len(shape) == 4 else shape  # C,H,W: each phase keeps its batch
+            notes.append("the shape of '%s', %s, is read from its database in phase %s (its first datum, as Caffe "
+                         "reads it)" % (top, "x".join(map(str, read[top])), phase))
+    return read
+
+
 def expand_net(net=None, *, template=None, preset=None, replicate=None, regularize=None, widen=None,
                dropin_length=None, stagger=None, length_growth=None, dropin=True, p_top=False, add_activation=None,
-               replica_kernel=None, replica_std=None, depth=None, width=None, input_shapes=None, solver=None,
+               replica_kernel=None, replica_std=None, depth=None, width=None, input_shape=None, solver=None,
                max_iter=None, solver_mode=None, settings=None, validate=True, native=False, dropin_train=None,
                replica_init=None):
     """Expand a net into its DropIn variant; returns an `Expansion` (nothing is written).
 
-    net: a path, prototxt text or Message (current or V1 format); or template= a built-in stock
-    net, or preset= one of our presets after the paper's expanded nets (PRESETS).
+    net: a path, prototxt text, Message or caffe_pb2.NetParameter (a NetSpec's `to_proto()`), in the
+    current or V1 format; or template= a built-in stock net, or preset= one of our presets after the
+    paper's expanded nets (PRESETS).
     replicate: {LAYER: K}; regularize: {DROPOUT_LAYER: P or (P, PREV_BLOB)}; widen: {LAYER: C2};
     dropin=False is --no-dropin (the plain expanded net); length_growth G gives DropIn i (in net
-    order) length round(L * G**i); depth and width set lenet-deep's N and C; input_shapes:
+    order) length round(L * G**i); depth and width set lenet-deep's N and C; input_shape:
     {BLOB: (C, H, W) or (N, C, H, W)}; settings: template variables (--set); solver: the original
     solver (a path, text or Message); validate=False is --no-validate; native=True emits the
     native (C++) layer types, DropIn and DropInResize, with the same param_str; dropin_train="blend"
@@ -296,8 +319,9 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
     if net is not None and not plan.rewrites:
         raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K, --regularize LAYER=P or --widen "
                           "LAYER=C2" % (net if not is_inline(net) else "the net"))
-    data.update(input_shapes or {})
+    data.update(input_shape or {})
     inferred = []  # what inference chose (a batch, a user's shape over a declared one): once each
+    data.update(_database_shapes(original, data, inferred))
     found, original_layers = inference.infer(original, "TRAIN", data, notes=inferred)
     replicas = []
     expanded, notes = plans.apply_plan(original, plan, found, solvers.iter_size(solver_tree), data, replicas)
@@ -306,6 +330,9 @@ def expand_net(net=None, *, template=None, preset=None, replicate=None, regulari
     if solver_tree is not None:
         emitted_solver = solvers.expanded_solver(solver_tree, name + suffix + ".prototxt", plan.suffix, max_iter,
                                                  solver_mode)
+        snapshots = solvers.snapshot_note(emitted_solver)
+        if snapshots:
+            notes.append(snapshots)
         if emitted_solver.get("solver_mode") == "GPU" and not native:
             notes.append("Caffe's `caffe train` refuses Python layers with several GPUs (--gpu=0,1); use "
                          "one GPU, or pycaffe's python/train.py --solver %s --gpus 0 1" % (solver_name + suffix +

@@ -31,12 +31,13 @@ read again is kept as a Power layer (an exact copy) instead of removed.
 """
 import dataclasses
 import os
+import sys
 import typing
 
 import numpy as np
 
-from .. import files, kernels, params
-from ..errors import ConfigError
+from .. import env, files, kernels, params
+from ..errors import CaffeEnvError, ConfigError
 from . import prototxt, shapes as inference, upgrade, validate as validation, vocabulary
 from .expand import is_inline, read_prototxt, stem
 from .prototxt import Message
@@ -246,6 +247,28 @@ def deploy(net, data_shapes):
     test.remove("state")
     outputs = [blob for blob in _outputs(test) if blob not in gone] + probs
     return _with_layers(test, layers), outputs
+
+
+def _transform_lines(net):
+    """One line per TEST data layer whose transform_param the deploy net's Input drops: what the
+    caller must now do to each input instead, in Caffe's order (crop, subtract the mean, scale)."""
+    lines = []
+    for layer in _layers(inference.phase_net(net, "TEST")):
+        param, steps = layer.get("transform_param") or Message(), []
+        if str(layer.get("type")) not in vocabulary.DATA_TYPES:
+            continue
+        if "crop_size" in param:
+            steps.append("crop the centre %sx%s" % (param.get("crop_size"), param.get("crop_size")))
+        if "mean_file" in param:
+            steps.append("subtract the mean image in %s" % param.get("mean_file"))
+        if param.get_all("mean_value"):
+            steps.append("subtract mean_value %s (per channel)" % ", ".join(map(str, param.get_all("mean_value"))))
+        if "scale" in param:
+            steps.append("multiply by scale %s" % param.get("scale"))
+        if steps:
+            lines.append("%s '%s' is an Input now, without its transform_param; do to each input what it did: %s"
+                         % (layer.get("type"), layer.get("name"), ", then ".join(steps)))
+    return lines
 
 
 def _load(net):
@@ -582,20 +605,8 @@ def _rename_blob(layer, old, new):
 def _data_shapes(tree, input_shapes, batch):
     """TEST shapes of every data top, from inference (with `input_shapes`), else from Caffe reading
     the sources when they are here; batch replaced by `batch` when given."""
-    found, layers = inference.infer(tree, "TEST", input_shapes)
-    data = [layer for layer in layers if layer.type in vocabulary.DATA_TYPES]
-    if any(shape is None for layer in data for _, shape in layer.tops):
-        missing = [layer for layer in data if any(s is None for _, s in layer.tops)]
-        names = {layer.name for layer in missing}
-        trees = [layer for layer in _layers(inference.phase_net(tree, "TEST")) if str(layer.get("name")) in names]
-        # Caffe aborts the process on a missing database, so it reads only sources that are here.
-        if all(str(t.get("type")) in vocabulary.SOURCE_PARAMS and not validation._source_missing(t) for t in trees):
-            try:
-                built = _load(inference.phase_net(tree, "TEST"))
-                read = {top: tuple(built.blobs[top].data.shape) for layer in missing for top, _ in layer.tops}
-                found, layers = inference.infer(tree, "TEST", dict(input_shapes or {}, **read))
-            except ConfigError:
-                pass
+    given = dict(input_shapes or {}, **validation.source_shapes(tree, "TEST", input_shapes))
+    found, layers = inference.infer(tree, "TEST", given)
     shapes = {}
     for layer in layers:
         if layer.type in vocabulary.DATA_TYPES:
@@ -632,18 +643,23 @@ def _prove(original, exported, renames, weights, stored, seed=0):
     return rows
 
 
-def export_net(net, weights, *, batch=1, input_shapes=None, train_val=False, allow_blend=False, solver=None,
+def export_net(net, weights, *, batch=1, input_shape=None, train_val=False, allow_blend=False, solver=None,
                validate=True, seed=0):
     """Export a trained DropIn net (a path, prototxt text or Message) with its WEIGHTS (a
     .caffemodel path) to its stock-Caffe equivalent; returns an `Export` (nothing is written).
 
-    batch: the deploy Input layers' batch; input_shapes: {BLOB: (C, H, W) or (N, C, H, W)} for
+    batch: the deploy Input layers' batch; input_shape: {BLOB: (C, H, W) or (N, C, H, W)} for
     data layers whose shapes live in their source; train_val: keep data, losses and both phases;
     allow_blend: let train_val export a DropIn at 0 < p < 1; solver: with train_val, the solver
     to point at the export; validate=False skips the proof (`--no-validate`).
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError("--batch must be an integer >= 1, got %r" % (batch,))
+    try:
+        import caffe  # noqa: F401  (reading WEIGHTS, the proof and the .caffemodel all need it)
+    except ImportError as error:
+        raise CaffeEnvError("exporting needs Caffe, which %s cannot import (%s); run it with the embedded Caffe: "
+                            "%s" % (sys.executable, error, env.command(["export_net", "..."]))) from None
     name = stem(net) if not is_inline(net) else "net"
     tree = read_prototxt(net, "net")
     vocabulary.check_structure(tree)
@@ -664,13 +680,13 @@ def export_net(net, weights, *, batch=1, input_shapes=None, train_val=False, all
         raise ConfigError("--train-val: DropIn %s is at 0 < p < 1 (p = %.6g), where training selects units at random; "
                           "its Eltwise blend would train by other rules. Export a snapshot past the schedule, or pass "
                           "--allow-blend" % (blending[0], states[blending[0]].used))
-    data_shapes = _data_shapes(tree, input_shapes, batch if not train_val else None)
+    data_shapes = _data_shapes(tree, input_shape, batch if not train_val else None)
     if train_val:
         source = tree
         outputs = {phase: _outputs(inference.phase_net(tree, phase)) for phase in vocabulary.PHASES}
         found, layer_shapes = {}, []
         for phase in vocabulary.PHASES:
-            phase_found, phase_layers = inference.infer(_as_python(tree), phase, _hints(data_shapes, input_shapes))
+            phase_found, phase_layers = inference.infer(_as_python(tree), phase, _hints(data_shapes, input_shape))
             found.update({k: v for k, v in phase_found.items() if v is not None})
             layer_shapes += phase_layers
     else:
@@ -690,7 +706,7 @@ def export_net(net, weights, *, batch=1, input_shapes=None, train_val=False, all
         elif layer_name in stored and layer_name not in replaced_names:  # not a DropIn's counter
             exported_weights[layer_name] = stored[layer_name]
     exported, exported_weights, merged = merge_widenings(exported, exported_weights)
-    lines += merged
+    lines += merged + ([] if train_val else _transform_lines(tree))
     original_form = input_form(source, data_shapes) if train_val else source
     exported_form = input_form(exported, data_shapes) if train_val else exported
     proof = _prove(original_form, exported_form, renames, exported_weights, stored, seed) if validate else []

@@ -139,6 +139,9 @@ def apply_plan(net, plan, shapes, iter_size=1, input_shapes=None, replicas=None)
     if both:
         raise ConfigError("--widen %s and --replicate %s: a layer is either widened or replicated; give one of "
                           "them" % (both[0], both[0]))
+    if plan.dropin and (plan.replicate or plan.widen) and plan.length is None:
+        raise ConfigError("gradual DropIn needs --dropin-length L, the iterations a new layer takes to enter (an "
+                          "integer >= 1, e.g. 1000); or pass --no-dropin for the plain expanded net")
     if plan.dropin and (plan.replicate or plan.widen) and (not isinstance(plan.length, int) or plan.length < 1):
         raise ConfigError("--dropin-length L must be an integer >= 1 (iterations for new layers to enter), "
                           "got %s; or pass --no-dropin for the plain expanded net" % (plan.length,))

@@ -31,7 +31,7 @@ import difflib
 import json
 import math
 
-from ..errors import ConfigError
+from ..errors import ConfigError, clip
 from .prototxt import Message
 from .vocabulary import ACTIVATION_TYPES, CONV_TYPES, DROPIN_MODULE, FOLLOWER_TYPES, LEARNED_TYPES, NATIVE_TYPES, \
     WEIGHT_TYPES, in_place as _in_place, is_data, is_loss, our_layer
@@ -54,7 +54,12 @@ def find_layer(net, name, option="--replicate"):
     found = [layer for layer in layers(net) if layer.get("name") == name]
     if not found:
         near = difflib.get_close_matches(name, sorted(_names(net)), n=4)
-        hint = "; did you mean %s?" % ", ".join(near) if near else "; the net's layers are listed by --summary"
+        if near:
+            hint = "; did you mean %s?" % ", ".join(near)
+        elif layers(net):
+            hint = "; its layers: %s" % clip(", ".join(str(layer.get("name")) for layer in layers(net)), 200)
+        else:
+            hint = "; it has no layers (a solver? give the net, and the solver with --solver)"
         raise ConfigError("%s: no layer named %r in the net%s" % (option, name, hint))
     if len(found) > 1:
         raise ConfigError("%s: %d layers are named %r (one per phase?); rewrite a layer whose name is unique"

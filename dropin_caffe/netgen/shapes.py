@@ -612,14 +612,28 @@ def _data(layer, given, notes):
         disagrees = shape is not None and (len(shape) != len(wanted) or
                                            any(d is not None and d != w for d, w in zip(shape[1:], wanted[1:])))
         if disagrees and layer.type == "Input":  # a declared input is often a placeholder the application resizes
-            notes.append("--input-shape %s=%s replaces the shape %s that %s declares (in the summary and the "
-                         "validation; the emitted net keeps its declaration)" % (
+            notes.append("--input-shape %s=%s replaces the shape %s that %s declares in the summary, the "
+                         "validation and the drawing; the emitted net keeps its declaration" % (
                 top, ",".join(map(str, wanted)), _text(shape), layer.label))
         elif disagrees:
             raise layer.fail("input shape %s for top '%s' disagrees with the layer's own %s (? = read from the "
                              "source); give a shape that agrees" % (_text(wanted), top, _text_partial(shape)))
         shapes.append(wanted)
     return shapes
+
+
+def replaced_input(layer, shapes):
+    """The shapes Input `layer` (a tree) declares, one per top, when `shapes` (inferred with
+    --input-shape) replace them beyond the batch, which the comparison with Caffe checks; else None."""
+    if str(layer.get("type")) != "Input":
+        return None
+    tops = [str(top) for top in layer.get_all("top")]
+    declared = [tuple(shape.get_all("dim")) for shape in (layer.get("input_param") or Message()).get_all("shape")]
+    declared = declared * len(tops) if len(declared) == 1 else declared
+    inferred = [shapes.get(top) for top in tops]
+    replaced = None not in inferred and (len(declared) != len(inferred) or any(
+        len(d) != len(i) or d[1:] != i[1:] for d, i in zip(declared, inferred)))
+    return declared if replaced else None
 
 
 def _one_image(layer, top, wanted, batch, notes):

@@ -2,6 +2,8 @@
 
 Everything else in the solver is kept: the expanded net should train exactly as the original.
 """
+import os
+
 from ..errors import ConfigError
 from .prototxt import Enum
 
@@ -39,3 +41,17 @@ def expanded_solver(solver, net_path, suffix, max_iter=None, solver_mode=None):
     if solver_mode is not None:
         expanded.set("solver_mode", Enum(solver_mode))
     return expanded
+
+
+def snapshot_note(solver):
+    """A note when the folder of `solver`'s snapshot_prefix does not exist, else None: `caffe train`
+    would stop with "Cannot write to snapshot prefix". A relative prefix resolves against the folder
+    `caffe train` runs in, taken to be the current one."""
+    folder = os.path.dirname(str(solver.get("snapshot_prefix", "")))
+    if not folder or os.path.isdir(folder):
+        return None
+    where = "" if os.path.isabs(folder) else " (relative to the folder `caffe train` runs in; from here %s)" \
+        % os.path.abspath(folder)
+    return ("the solver's snapshot_prefix is in folder %s%s, which does not exist: `caffe train` would stop with "
+            "\"Cannot write to snapshot prefix\"; create it (mkdir -p %s) or change snapshot_prefix"
+            % (folder, where, folder))

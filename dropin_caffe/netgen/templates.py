@@ -26,15 +26,13 @@ import json
 import numbers
 import os
 import re
-import sys
 
-from .. import params
+from .. import env, params
 from ..errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # From a checkout, the repo's folders; from an installed package, where setup.py put them.
-_ROOT = REPO if os.path.isdir(os.path.join(REPO, "prototxt_templates")) else \
-    os.path.join(sys.prefix, "share", "dropin-caffe")
+_ROOT = REPO if os.path.isdir(os.path.join(REPO, "prototxt_templates")) else env.INSTALLED_DATA
 TEMPLATE_DIRS = (os.path.join(_ROOT, "prototxt_templates"), os.path.join(_ROOT, "solvers"))
 
 NetTemplate = collections.namedtuple("NetTemplate", "net defaults solver solver_defaults")

@@ -13,15 +13,17 @@ check first it checks first, as ConfigError: shapes (by inference), the text (by
 layer types (Caffe's registry) and Python layer modules. Caffe is imported inside the functions
 that need it; importing this module needs neither Caffe nor numpy.
 """
+import contextlib
 import importlib
 import os
+import sys
 import tempfile
 
 from . import prototxt
 from .. import native
 from ..errors import ConfigError, DropInCaffeError, clip
 from .prototxt import Enum, Message
-from .shapes import infer, phase_net
+from .shapes import infer, phase_net, replaced_input
 from .vocabulary import SOURCE_PARAMS, is_native, phase as _phase
 
 
@@ -31,6 +33,32 @@ def _source_missing(layer):
     param = layer.get(SOURCE_PARAMS[str(layer.get("type"))])
     source = param.get("source") if param is not None else None
     return not source or not os.path.exists(str(source))
+
+
+def _files_missing(layer):
+    """A source layer whose source or mean file is not here: Caffe would abort the process on it."""
+    mean = (layer.get("transform_param") or Message()).get("mean_file")
+    return _source_missing(layer) or (mean is not None and not os.path.exists(str(mean)))
+
+
+def source_shapes(net, phase, input_shapes=None):
+    """{top: shape} of the data tops of `net` in `phase` that inference (with `input_shapes`) leaves
+    unknown, as Caffe reads them from their sources when those are here (a Data layer's first datum,
+    cropped as its transform_param says): Caffe builds those data layers alone. Layers whose source
+    or mean file is missing are left out (Caffe would abort the process on them), and so is
+    everything when Caffe cannot import or build them."""
+    _, inferred = infer(net, phase, input_shapes)
+    wanted = {top for layer in inferred if layer.type in SOURCE_PARAMS for top, shape in layer.tops if shape is None}
+    layers = [layer for layer in phase_net(net, phase).get_all("layer") if str(layer.get("type")) in SOURCE_PARAMS
+              and wanted & set(layer.get_all("top")) and not _files_missing(layer)]
+    if not layers:
+        return {}
+    try:
+        built = load_net(Message([["layer", layer] for layer in layers]), phase)
+    except (ImportError, ConfigError):
+        return {}
+    return {top: tuple(built.blobs[top].data.shape) for layer in layers for top in layer.get_all("top")
+            if top in wanted}
 
 
 def dummy_layer(layer, shapes):
@@ -96,12 +124,7 @@ def _stand_in_needed(layer, shapes):
     if kind in SOURCE_PARAMS:
         return _source_missing(layer)
     if kind == "Input":
-        declared = [tuple(shape.get_all("dim")) for shape in (layer.get("input_param") or Message()).get_all("shape")]
-        declared = declared * len(tops) if len(declared) == 1 else declared
-        inferred = [shapes.get(top) for top in tops]
-        # Replaced by --input-shape (beyond the batch, which the comparison with Caffe checks)
-        return None not in inferred and (len(declared) != len(inferred) or any(
-            len(d) != len(i) or d[1:] != i[1:] for d, i in zip(declared, inferred)))
+        return replaced_input(layer, shapes) is not None
     if kind == "DummyData" or layer.get_all("bottom") or not tops:
         return False
     if kind == "Python" and not _importable(str((layer.get("python_param") or Message()).get("module", ""))):
@@ -153,6 +176,31 @@ def _check_for_caffe(net, text, phase, stages):
                 raise ConfigError("Python layer '%s': module %r has no layer class %r" % (name, module, cls))
 
 
+@contextlib.contextmanager
+def quiet_glog():
+    """Keep Caffe's glog lines (a net's whole text each time Caffe builds one) off the screen, as
+    the command lines do with GLOG_minloglevel=2, which glog reads only when Caffe loads: file
+    descriptor 2 goes to a temporary file meanwhile, shown only if the block fails. Nothing is
+    captured when GLOG_minloglevel is set: the caller chose, and a message before an abort shows."""
+    if "GLOG_minloglevel" in os.environ:
+        yield
+        return
+    sys.stderr.flush()
+    saved, capture, failed = os.dup(2), tempfile.TemporaryFile(), True
+    os.dup2(capture.fileno(), 2)
+    try:
+        yield
+        failed = False
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if failed:
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode("utf-8", "replace"))
+        capture.close()
+
+
 def load_net(net_message, phase, stages=()):
     """A caffe.Net built from `net_message` in `phase` ("TRAIN"/"TEST"); the text is checked with
     caffe_pb2 and the layer types against Caffe's registry first, so a bad net is a ConfigError
@@ -168,7 +216,8 @@ def load_net(net_message, phase, stages=()):
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
         try:
-            return caffe.Net(path, getattr(caffe, phase), stages=list(stages))
+            with quiet_glog():
+                return caffe.Net(path, getattr(caffe, phase), stages=list(stages))
         except Exception as error:  # pycaffe reports a Python layer's failures as assorted types
             raise ConfigError("Caffe could not build the net in phase %s: %s: %s"
                               % (phase, type(error).__name__, error)) from None

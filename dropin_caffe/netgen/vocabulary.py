@@ -162,6 +162,32 @@ def unknown_fields(layer):
     return list(dict.fromkeys(found))
 
 
+def _one_typo(a, b):
+    """`a` is `b` with one letter changed, added or dropped, or two neighbours swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return a[i + 1:] == b[i + 1:] or a[i:] == b[i + 1:] or a[i + 1:] == b[i:] \
+        or a[i + 1:i + 2] + a[i:i + 1] + a[i + 2:] == b[i:]
+
+
+def check_typos(net):
+    """Refuse a field one typo from one Caffe knows (`num_outptu`) when every field of the net that
+    Caffe does not know is such a typo: Caffe would reject the net for them alone. A fork's net,
+    with fields nothing here knows, is carried through as it is."""
+    typos = []
+    for layer in net.get_all("layer"):
+        for field in unknown_fields(layer):
+            message, _, name = field.rpartition(".")
+            near = sorted(known for known in CAFFE_FIELDS[message or "layer"] if _one_typo(name, known))
+            if not near:
+                return
+            typos.append("layer '%s': %s has no field %s (Caffe would reject the net); did you mean %s?"
+                         % (clip(str(layer.get("name", ""))), message or "a layer", name, " or ".join(near)))
+    if typos:
+        raise ConfigError(typos[0])
+
+
 # ---------------------------------------------------------------------------------------------
 # The shape every net must have before anything reads it
 
