@@ -95,22 +95,26 @@ class Progress(runner.Events):
         self.stream.flush()
 
 
-def _run(argv, out, err):
-    args = parser().parse_args(argv)
+def _experiment(args):
+    """The experiment named by `args`, with the command line's overrides; its flags checked."""
     experiment = config.load(args.experiment)
     if args.seeds:
         experiment.seeds = args.seeds
+    for flag, value, least in (("--iterations", args.iterations, 1), ("--jobs", args.jobs, 1),
+                               ("--snapshot-every", args.snapshot_every, 1), ("--snapshot-minutes", args.snapshot_minutes, 0)):
+        if value is not None and value < least:
+            raise ConfigError("%s must be >= %s, got %s" % (flag, least, value))
     if args.iterations is not None:
-        if args.iterations < 1:
-            raise ConfigError("--iterations must be >= 1, got %d" % args.iterations)
         experiment.iterations = args.iterations
         experiment.test_interval = min(experiment.test_interval, args.iterations)
     if args.dataset:
         experiment.dataset = args.dataset
-    for flag, value, least in (("--jobs", args.jobs, 1), ("--snapshot-every", args.snapshot_every, 1),
-                               ("--snapshot-minutes", args.snapshot_minutes, 0)):
-        if value is not None and value < least:
-            raise ConfigError("%s must be >= %s, got %s" % (flag, least, value))
+    return experiment
+
+
+def _run(argv, out, err):
+    args = parser().parse_args(argv)
+    experiment = _experiment(args)
     out_dir = args.output_dir or os.path.join("out", config.slug(experiment.name))
     if args.report_only:
         runs, failed = runner.plan_runs(experiment, out_dir, args.source), []
@@ -128,12 +132,21 @@ def _run(argv, out, err):
     if failed and not any(run.finished for run in runs):  # nothing to report: say what failed
         print("%d runs failed (see above) and none finished; rerun the command to retry them" % len(failed), file=err)
         return 1
+    _report(experiment, runs, failed, out_dir, args.report_only, out, err)
+    if failed:
+        print("%d runs failed (see above); rerun the command to retry them" % len(failed), file=err)
+        return 1
+    return 0
+
+
+def _report(experiment, runs, failed, out_dir, report_only, out, err):
+    """Write and print the report of the finished runs, what it leaves out, and the export command."""
     summary, picture = report.report(experiment, runs, out_dir)
     print(summary, file=out)
     print("\nplot: %s (and .svg); table: %s; every value: %s" % (
         picture, os.path.join(out_dir, "summary.md"), os.path.join(out_dir, "results.csv")), file=out)
     missing = {}
-    for run in runs if args.report_only else []:  # runs that have not finished are not in the report
+    for run in runs if report_only else []:  # runs that have not finished are not in the report
         if not run.finished:
             missing.setdefault(run.configuration, []).append(str(run.seed))
     if missing:
@@ -147,10 +160,6 @@ def _run(argv, out, err):
               % (len(trained) - 1, env.command(["export_net", os.path.join(run.directory, "net.prototxt"),
                                                 run.weights(experiment.stage(run.configuration).iterations), "-o",
                                                 os.path.join(run.directory, "export")])), file=out)
-    if failed:
-        print("%d runs failed (see above); rerun the command to retry them" % len(failed), file=err)
-        return 1
-    return 0
 
 
 @contextlib.contextmanager
