@@ -26,6 +26,43 @@ def schedule_p_new(iteration, length, start=0):
     return min(1.0, max(0.0, (iteration - start) / length))
 
 
+# A DropIn layer's counter (its TRAIN forward passes) lives in its parameter blob as two float32
+# values, (count % 2**22, count // 2**22): both stay whole numbers far past 2**24 passes, where
+# one float32 would stop counting. The native layers use the same encoding.
+COUNTER_LOW = 2 ** 22
+
+
+def encode_count(count):
+    """The counter blob's two values for `count` forward passes."""
+    return (count % COUNTER_LOW, count // COUNTER_LOW)
+
+
+def decode_count(values):
+    """The count a counter blob's values hold, or None when they are not two whole numbers in range
+    (a solver without `lr_mult: 0 decay_mult: 0` has changed them, or the blob is another's)."""
+    values = [float(v) for v in values]
+    if len(values) != 2:
+        return None
+    low, high = values
+    if not (low.is_integer() and high.is_integer() and 0 <= low < COUNTER_LOW and high >= 0):
+        return None
+    return int(high) * COUNTER_LOW + int(low)
+
+
+def p_new_at(config, count):
+    """The p of a DropIn layer with `config` (its parsed param_str) after `count` TRAIN forward
+    passes: the schedule at iteration count // iter_size, or regularize's fixed p_new."""
+    if config["mode"] == "regularize":
+        return float(config["p_new"])
+    return schedule_p_new(count // config["iter_size"], config["length"], config.get("start", 0))
+
+
+def test_p_new(config, p_new):
+    """The p a DropIn layer uses in TEST when its TRAIN p is `p_new`: the expectation (p_new itself),
+    or 1 ("test": "new") or 0 ("test": "prev")."""
+    return {"expectation": p_new, "new": 1.0, "prev": 0.0}[config["test"]]
+
+
 def sample_mask(rng, p_new, shape, out=None):
     """Draw a Bernoulli(`p_new`) select mask (-1 = from `new`, 0 = from `prev`) of `shape`.
 

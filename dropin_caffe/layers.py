@@ -46,8 +46,6 @@ import numpy as np
 from . import kernels, params
 from .errors import ConfigError
 
-_LOW = 2 ** 22
-
 def _fail(message):
     """Report and raise: the `caffe` command line would otherwise abort without a word."""
     sys.stderr.write("dropin_caffe: %s\n" % message)
@@ -106,24 +104,21 @@ class DropIn(_Checked):
     @property
     def forward_count(self):
         """Forward passes in TRAIN so far, read afresh from the (possibly re-pointed) blob."""
-        low, high = (float(v) for v in self.blobs[0].data.flat)
-        if not (low.is_integer() and high.is_integer() and 0 <= low < _LOW and high >= 0):
+        values = self.blobs[0].data.ravel().tolist()
+        count = kernels.decode_count(values)
+        if count is None:
             _fail("%s: its iteration counter (parameter blob) holds %r, %r, which are not whole numbers: "
                   "the solver has changed it; add param { lr_mult: 0 decay_mult: 0 } to the layer"
-                  % (self.label, low, high))
-        return int(high) * _LOW + int(low)
+                  % (self.label, *values))
+        return count
 
     @forward_count.setter
     def forward_count(self, count):
-        self.blobs[0].data[...] = (count % _LOW, count // _LOW)
+        self.blobs[0].data[...] = kernels.encode_count(count)
 
     def p_new_at(self, count):
         """p after `count` TRAIN forward passes (regularize: the fixed p_new)."""
-        config = self.config
-        if config["mode"] == "regularize":
-            return float(config["p_new"])
-        iteration = count // config["iter_size"]
-        return kernels.schedule_p_new(iteration, config["length"], config.get("start", 0))
+        return kernels.p_new_at(self.config, count)
 
     def forward(self, bottom, top):
         count = self.forward_count  # read (and checked) once per pass
@@ -133,7 +128,7 @@ class DropIn(_Checked):
             selects = self.config["train"] == "select" and 0.0 < p_new < 1.0
             self.p_new = None if selects else p_new  # None: a mask was drawn
         else:
-            self.p_new = {"expectation": p_new, "new": 1.0, "prev": 0.0}[self.config["test"]]
+            self.p_new = kernels.test_p_new(self.config, p_new)
         prev, new = bottom[0].data, bottom[1].data
         if self.p_new is None:
             kernels.sample_mask(self.rng, p_new, prev.shape, out=self.mask)

@@ -13,8 +13,8 @@ DOC = "/usr/share/doc/caffe-doc/"
 
 
 def apply(net, plan, input_shapes=None):
-    """`plan` applied to `net` (the TRAIN shapes inferred first, as expand_net does)."""
-    return plans.apply_plan(net, plan, shapes.infer(net, "TRAIN", input_shapes)[0])
+    """`plan` applied to `net`: (expanded net, notes)."""
+    return plans.apply_plan(net, plan, 1, input_shapes)[:2]
 
 # (file, data shapes (small batches), plan) -- the data shapes are facts of the datasets.
 CASES = [
@@ -27,9 +27,9 @@ CASES = [
     ("examples/cifar10/cifar10_full_train_test.prototxt", {"data": (4, 3, 32, 32)},
      plans.Plan(replicate=[("conv1", 1), ("conv3", 2)], length=50)),
     ("models/bvlc_alexnet/train_val.prototxt.gz", {"data": (2, 3, 227, 227)},
-     plans.Plan(replicate=[("conv3", 2), ("conv5", 1)], regularize=[("drop6", 0.5)], length=1000)),
+     plans.Plan(replicate=[("conv3", 2), ("conv5", 1)], regularize=[("drop6", (0.5, None))], length=1000)),
     ("models/bvlc_reference_caffenet/train_val.prototxt.gz", {"data": (2, 3, 227, 227)},
-     plans.Plan(replicate=[("conv1", 1), ("conv4", 1)], regularize=[("drop7", 0.4)], kernel=3, length=1000)),
+     plans.Plan(replicate=[("conv1", 1), ("conv4", 1)], regularize=[("drop7", (0.4, None))], kernel=3, length=1000)),
     ("models/bvlc_googlenet/train_val.prototxt.gz", {"data": (2, 3, 224, 224)},
      plans.Plan(replicate=[("conv2/3x3", 1), ("inception_5b/1x1", 1)], length=1000)),
     ("examples/siamese/mnist_siamese_train_test.prototxt", {"pair_data": (4, 2, 28, 28)},
@@ -95,7 +95,7 @@ def test_lenet_deep_depth_and_fillers():
         if added:
             assert (param.get("kernel_size"), param.get("pad")) == (3, 1)
     with pytest.raises(ConfigError, match="--depth applies to the lenet-deep preset only"):
-        plans.preset_plan("cifar10-11", depth=3)
+        expand_net(preset="cifar10-11", depth=3)
 
 
 @pytest.mark.caffe
@@ -120,9 +120,9 @@ def test_lenet_deep_width_sets_conv2_and_its_replicas_channels(tmp_path):
     assert expand_net(preset="lenet-deep", depth=1, validate=False).shapes["TRAIN"]["conv2_1"][1] == 50  # default
     with pytest.raises(ConfigError, match=r"^--width must be an integer >= 1 \(channels of conv2 and the added layers\), "
                                           r"got 0$"):
-        plans.preset_plan("lenet-deep", width=0)
+        expand_net(preset="lenet-deep", width=0)
     with pytest.raises(ConfigError, match="^--width applies to the lenet-deep preset only$"):
-        plans.preset_plan("alexnet-13", width=8)
+        expand_net(preset="alexnet-13", width=8)
 
 
 @pytest.mark.caffe
@@ -151,7 +151,7 @@ def test_expand_needs_a_length_for_dropin():
                                           r"to enter \(an integer >= 1, e.g. 1000\); or pass --no-dropin"):
         apply(net, plans.Plan(replicate=[("conv2", 1)]))  # issue 22.12: no "got None"
     with pytest.raises(ConfigError, match="--dropin-length L must be an integer >= 1 .*, got 0;"):
-        apply(net, plans.Plan(replicate=[("conv2", 1)], length=0))
+        expand_net(net, replicate={"conv2": 1}, dropin_length=0)
     expanded, _ = apply(net, plans.Plan(replicate=[("conv2", 1)], dropin=False))
     assert plans.Plan(replicate=[("conv2", 1)], dropin=False).suffix == "plain"
 

@@ -1,9 +1,10 @@
-"""Say only what the paper says: every sentence of README.md and of the package's .py files
-(docstrings, strings, comments) that mentions the paper (Smith, Hand & Doster 2015) must be one the
-paper's text supports, a plain citation of its title or authors, or one that marks the rest as ours
-("our choice", "after the paper"). A new attribution ("gaussian std 0.01 as in the paper") fails
-until it is rewritten or, if the paper's text does say it, added to SUPPORTED below."""
+"""Say only what the paper says: every sentence of README.md, docs/*.md and the package's .py
+files (docstrings, strings, comments) that mentions the paper (Smith, Hand & Doster 2015) must be
+one the paper's text supports, a plain citation of its title or authors, or one that marks the
+rest as ours ("our choice", "after the paper"). A new attribution ("gaussian std 0.01 as in the
+paper") fails until it is rewritten or, if the paper's text does say it, added to SUPPORTED below."""
 import ast
+import glob
 import io
 import os
 import re
@@ -136,10 +137,12 @@ def texts_of_python(path):
 
 
 def mentions():
-    """(file, sentence) for every sentence of README.md and of dropin_caffe/**.py that mentions
-    the paper."""
-    with open(os.path.join(REPO, "README.md")) as f:
-        texts = [("README.md", f.read())]
+    """(file, sentence) for every sentence of README.md, docs/*.md and dropin_caffe/**.py that
+    mentions the paper."""
+    texts = []
+    for path in [os.path.join(REPO, "README.md")] + sorted(glob.glob(os.path.join(REPO, "docs", "*.md"))):
+        with open(path) as f:
+            texts.append((os.path.relpath(path, REPO), f.read()))
     for folder, _, names in sorted(os.walk(os.path.join(REPO, "dropin_caffe"))):
         for name in sorted(names):
             if name.endswith(".py"):

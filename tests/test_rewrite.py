@@ -6,7 +6,7 @@ import numpy
 import pytest
 
 from conftest import HAS_CAFFE, input_layer
-from dropin_caffe.netgen import prototxt, rewrite, shapes, validate
+from dropin_caffe.netgen import plan as plans, prototxt, rewrite, shapes, validate
 from dropin_caffe.errors import ConfigError
 
 if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
@@ -46,9 +46,21 @@ def config(net, name):
     return json.loads(layer(net, name).get("python_param").get("param_str"))
 
 
+def replicate(net, name, count, dropin=None, **options):
+    """rewrite.replicate with the same DropIn config for every replica, the net's shapes inferred."""
+    return rewrite.replicate(net, name, count, None if dropin is None else [dropin] * count, shapes.infer(net),
+                             **options)
+
+
+def regularize(net, name, p_new, iter_size=1, **options):
+    """rewrite.regularize with a regularizing DropIn of probability `p_new`, the net's shapes inferred."""
+    dropin = {"mode": "regularize", "p_new": p_new, "iter_size": iter_size}
+    return rewrite.regularize(net, name, dropin, shapes.infer(net), **options)
+
+
 def test_replicas_are_chained_by_dropin_and_consumers_read_the_last_join(net):
     notices = []
-    rewrite.replicate(net, "conv1", 2, dropin={"length": 100, "iter_size": 2}, notices=notices)
+    replicate(net, "conv1", 2, dropin={"length": 100, "iter_size": 2}, notices=notices)
     assert names(net)[2:10] == ["conv1", "relu1", "conv1_1", "conv1_1_relu", "conv1_1_dropin",
                                 "conv1_2", "conv1_2_relu", "conv1_2_dropin"]
     assert layer(net, "conv1_1").get_all("bottom") == ["conv1"]
@@ -65,7 +77,7 @@ def test_replicas_are_chained_by_dropin_and_consumers_read_the_last_join(net):
 
 
 def test_replica_is_a_fresh_shape_preserving_copy(net):
-    rewrite.replicate(net, "conv1", 1, dropin={"length": 10})
+    replicate(net, "conv1", 1, dropin={"length": 10})
     replica = layer(net, "conv1_1")
     param = replica.get("convolution_param")
     assert (param.get("num_output"), param.get("kernel_size"), param.get("pad")) == (6, 5, 2)
@@ -78,20 +90,20 @@ def test_replica_is_a_fresh_shape_preserving_copy(net):
 
 
 def test_plain_replicas_are_chained_directly(net):
-    rewrite.replicate(net, "conv1", 2, dropin=None)
+    replicate(net, "conv1", 2, dropin=None)
     assert "Python" not in [l.get("type") for l in rewrite.layers(net)]
     assert layer(net, "conv1_2").get_all("bottom") == ["conv1_1"]
     assert layer(net, "pool1").get_all("bottom") == ["conv1_2"]
 
 
 def test_inner_product_replica_activation_kernel_and_filler_overrides(net):
-    rewrite.replicate(net, "ip2", 1, dropin={"length": 5}, activation="ReLU")
+    replicate(net, "ip2", 1, dropin={"length": 5}, activation="ReLU")
     assert names(net)[-6:] == ["ip2", "ip2_1", "ip2_1_relu", "ip2_1_dropin", "loss", "accuracy"]
     assert layer(net, "ip2_1_relu").get("type") == "ReLU"
     assert layer(net, "loss").get_all("bottom") == ["ip2_1_dropin", "label"]
     assert layer(net, "accuracy").get_all("bottom") == ["ip2_1_dropin", "label"]
     other = prototxt.parse(NET)
-    rewrite.replicate(other, "conv1", 1, dropin=None, activation="ReLU", kernel=3, filler=rewrite.gaussian_filler(0.01))
+    replicate(other, "conv1", 1, dropin=None, activation="ReLU", kernel=3, filler=rewrite.gaussian_filler(0.01))
     param = layer(other, "conv1_1").get("convolution_param")
     assert (param.get("kernel_size"), param.get("pad")) == (3, 1)
     assert param.get("weight_filler") == prototxt.parse('type: "gaussian" std: 0.01')
@@ -99,7 +111,7 @@ def test_inner_product_replica_activation_kernel_and_filler_overrides(net):
 
 
 def test_explicit_names_and_p_top(net):
-    rewrite.replicate(net, "conv1", 1, dropin={"length": 5}, names=["conv1b"], p_top=True)
+    replicate(net, "conv1", 1, dropin={"length": 5}, names=["conv1b"], p_top=True)
     join = layer(net, "conv1b_dropin")
     assert join.get_all("top") == ["conv1b_dropin", "conv1b_dropin_p"]
     assert join.get_all("loss_weight") == [0, 0]
@@ -109,33 +121,30 @@ def test_explicit_names_and_p_top(net):
     ("data", 1, "--replicate data: Input is a data layer"),
     ("loss", 1, "--replicate loss: SoftmaxWithLoss is a loss or accuracy layer"),
     ("accuracy", 1, "--replicate accuracy: Accuracy is a loss or accuracy layer"),
-    ("conv1", 0, "--replicate conv1=0: the number of replicas must be an integer >= 1"),
     ("conv11", 1, "--replicate: no layer named 'conv11' in the net; did you mean conv1"),
     ("pool1", 1, "a Pooling layer maps (2, 6, 4, 4) to (2, 6, 2, 2), so a replica of it cannot take its own output"),
 ])
 def test_replicate_errors(net, name, count, message):
-    found, _ = shapes.infer(net)
     with pytest.raises(ConfigError) as error:
-        rewrite.replicate(net, name, count, dropin={"length": 5}, shapes=found)
+        replicate(net, name, count, dropin={"length": 5})
     assert message in str(error.value)
 
 
 def test_replicate_refuses_an_even_kernel_and_a_taken_name(net):
     with pytest.raises(ConfigError, match=r"even or missing kernel size \(\[4, 4\]\).*--replica-kernel 3"):
-        rewrite.replicate(net, "conv1", 1, kernel=4)
+        replicate(net, "conv1", 1, kernel=4)
     with pytest.raises(ConfigError, match="the new name 'pool1' is already used"):
-        rewrite.replicate(prototxt.parse(NET), "conv1", 1, names=["pool1"])
+        replicate(prototxt.parse(NET), "conv1", 1, names=["pool1"])
 
 
 def test_an_in_place_element_wise_layer_may_be_replicated(net):
-    found, _ = shapes.infer(net)
-    rewrite.replicate(net, "relu1", 1, dropin={"length": 3}, shapes=found)
+    replicate(net, "relu1", 1, dropin={"length": 3})
     assert layer(net, "relu1_1").get_all("bottom") == ["conv1"]
 
 
 def test_regularize_flattens_and_resizes_prev_and_rewires(net):
     notices = []
-    rewrite.regularize(net, "drop1", 0.7, shapes.infer(net)[0], iter_size=3, notices=notices)
+    regularize(net, "drop1", 0.7, iter_size=3, notices=notices)
     assert "drop1" not in names(net)
     assert names(net)[names(net).index("ip1") + 1:names(net).index("ip2")] == [
         "pool1_flat", "pool1_flat_resized", "drop1_dropin"]
@@ -150,37 +159,41 @@ def test_regularize_flattens_and_resizes_prev_and_rewires(net):
 
 
 def test_regularize_errors(net):
-    found = shapes.infer(net)[0]
     with pytest.raises(ConfigError, match="needs a Dropout layer, ip1 is a InnerProduct layer"):
-        rewrite.regularize(net, "ip1", 0.5, found)
-    with pytest.raises(ConfigError, match=r"P, the probability a unit comes from new, must lie in \(0, 1\]"):
-        rewrite.regularize(net, "drop1", 1.5, found)
+        regularize(net, "ip1", 0.5)
     with pytest.raises(ConfigError, match="no layer named 'drop2' in the net; did you mean drop1"):
-        rewrite.regularize(net, "drop2", 0.5, found)
+        regularize(net, "drop2", 0.5)
+
+
+def joined(net, **plan):
+    """The DropIn configs, in net order, of `net` expanded by a Plan of `plan`."""
+    expanded, _, _ = plans.apply_plan(net, plans.Plan(**plan))
+    return [c for _, c in rewrite.dropin_configs(expanded)]
 
 
 def test_stagger_sets_each_gradual_join_to_start_in_turn(net):
-    rewrite.replicate(net, "conv1", 3, dropin={"length": 10})
-    rewrite.regularize(net, "drop1", 0.5, shapes.infer(net)[0])
-    rewrite.stagger(net, 40)
-    starts = [c.get("start") for _, c in rewrite.dropin_configs(net)]
-    assert starts == [0, 40, 80, None]  # the regularizing DropIn has no schedule
+    configs = joined(net, replicate=[("conv1", 3)], regularize=[("drop1", (0.5, None))], length=10, stagger=40)
+    assert [c.get("start") for c in configs] == [0, 40, 80, None]  # the regularizing DropIn has no schedule
 
 
 def test_tailored_lengths_grow_by_the_factor_and_leave_starts_to_stagger(net):
-    rewrite.replicate(net, "conv1", 4, dropin={"length": 10})
-    rewrite.regularize(net, "drop1", 0.5, shapes.infer(net)[0])
-    rewrite.tailor_lengths(net, 10, 1.5)
-    rewrite.stagger(net, 7)
-    configs = [c for _, c in rewrite.dropin_configs(net)]
+    configs = joined(net, replicate=[("conv1", 4)], regularize=[("drop1", (0.5, None))], length=10,
+                     length_growth=1.5, stagger=7)
     assert [(c.get("length"), c.get("start")) for c in configs] == [(10, 0), (15, 7), (22, 14), (34, 21), (None, None)]
-    rewrite.tailor_lengths(net, 2, 0.1)  # shrinking lengths stop at 1 iteration
-    assert [c.get("length") for _, c in rewrite.dropin_configs(net)] == [2, 1, 1, 1, None]
+    shrinking = joined(net, replicate=[("conv1", 4)], length=2, length_growth=0.1)  # lengths stop at 1 iteration
+    assert [c.get("length") for c in shrinking] == [2, 1, 1, 1]
+
+
+def test_joins_are_numbered_in_net_order_whatever_the_order_given(net):
+    """Seeds follow the layers' order in the net, not the options' order: ip1's replica after conv1's."""
+    configs = joined(net, replicate=[("ip1", 1), ("conv1", 2)], length=10, stagger=5, dropin_seed=3)
+    assert [(c["name"], c["start"], c["seed"]) for c in configs] == [
+        ("conv1_1_dropin", 0, 3000), ("conv1_2_dropin", 5, 3001), ("ip1_1_dropin", 10, 3002)]
 
 
 def test_regularize_flattens_without_a_resize_when_the_flat_size_already_matches():
     net = prototxt.parse(NET.replace("inner_product_param { num_output: 8 }", "inner_product_param { num_output: 24 }"))
-    rewrite.regularize(net, "drop1", 0.5, shapes.infer(net)[0])  # pool1 is 6x2x2 = 24 values a sample
+    regularize(net, "drop1", 0.5)  # pool1 is 6x2x2 = 24 values a sample
     assert names(net)[names(net).index("ip1") + 1:names(net).index("ip2")] == ["pool1_flat", "drop1_dropin"]
     assert layer(net, "drop1_dropin").get_all("bottom") == ["pool1_flat", "ip1"]
     assert shapes.infer(net)[0]["drop1_dropin"] == (2, 24)
@@ -204,8 +217,8 @@ layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc" inner_product_
 def test_replicas_of_a_layer_without_weight_filler_get_a_live_one():
     """Issue 8.4: Caffe's default filler (constant 0) would make a replica output 0 and never learn."""
     net, notices = prototxt.parse(DEPLOY), []
-    rewrite.replicate(net, "conv1", 1, dropin=None, notices=notices)
-    rewrite.replicate(net, "fc", 1, dropin=None, notices=notices)
+    replicate(net, "conv1", 1, dropin=None, notices=notices)
+    replicate(net, "fc", 1, dropin=None, notices=notices)
     assert layer(net, "conv1_1").get("convolution_param").get("weight_filler") == prototxt.parse('type: "msra"')
     assert layer(net, "fc_1").get("inner_product_param").get("weight_filler") == prototxt.parse('type: "xavier"')
     assert "replicas of conv1 get weight_filler msra: conv1 has none (Caffe's default, constant 0, would make " \
@@ -218,7 +231,7 @@ def test_replicas_of_a_layer_without_weight_filler_get_a_live_one():
     assert caffe_net.params["conv1_1"][0].data.std() > 0.1 and abs(caffe_net.blobs["conv1_1"].data).max() > 0
     assert caffe_net.params["fc_1"][0].data.std() > 0.1
     other = prototxt.parse(DEPLOY)  # --replica-std wins
-    rewrite.replicate(other, "conv1", 1, filler=rewrite.gaussian_filler(0.02))
+    replicate(other, "conv1", 1, filler=rewrite.gaussian_filler(0.02))
     assert layer(other, "conv1_1").get("convolution_param").get("weight_filler").get("std") == 0.02
 
 
@@ -226,7 +239,7 @@ def test_replicas_of_a_layer_without_weight_filler_get_a_live_one():
 def test_copied_batch_norm_trains_its_statistics():
     """Issue 8.5: a replica's BatchNorm must not keep the deploy net's use_global_stats: true."""
     net, notices = prototxt.parse(DEPLOY), []
-    rewrite.replicate(net, "conv1", 1, dropin={"length": 10}, notices=notices)
+    replicate(net, "conv1", 1, dropin={"length": 10}, notices=notices)
     assert "use_global_stats" not in layer(net, "conv1_1_batchnorm").get("batch_norm_param")
     assert layer(net, "bn1").get("batch_norm_param").get("use_global_stats") is True  # the original is as it was
     assert "replicas of conv1 train their BatchNorm statistics: use_global_stats: true of bn1 is not copied" in notices
@@ -257,8 +270,7 @@ def test_followers_with_their_own_tops_belong_to_the_unit():
     """Issue 8.6: BatchNorm/Scale/ReLU/LRN with separate tops follow conv1; the replica comes after them,
     carries copies of them, and its DropIn joins the end of both chains."""
     net = prototxt.parse(SEPARATE_TOPS)
-    found, _ = shapes.infer(net)
-    rewrite.replicate(net, "conv1", 1, dropin={"length": 10}, activation="ReLU", shapes=found)
+    replicate(net, "conv1", 1, dropin={"length": 10}, activation="ReLU")
     assert names(net)[1:11] == ["conv1", "bn1", "scale1", "relu1", "norm1", "conv1_1", "conv1_1_batchnorm",
                                 "conv1_1_scale", "conv1_1_relu", "conv1_1_lrn"]
     assert layer(net, "conv1_1").get_all("bottom") == ["norm1"]
@@ -271,7 +283,7 @@ def test_followers_with_their_own_tops_belong_to_the_unit():
     validate.check_net(net, "TRAIN")  # Caffe builds it, and agrees on every shape
     # conv2's output has three readers: its ReLU is no follower, the replica comes right after conv2.
     net = prototxt.parse(SEPARATE_TOPS)
-    rewrite.replicate(net, "conv2", 1, dropin={"length": 10}, shapes=shapes.infer(net)[0])
+    replicate(net, "conv2", 1, dropin={"length": 10})
     assert layer(net, "conv2_1").get_all("bottom") == ["conv2"]
     assert layer(net, "relu2").get_all("bottom") == ["conv2_1_dropin"]
 
@@ -296,7 +308,7 @@ def test_regularize_after_a_join_takes_prev_from_where_the_branches_split():
     """Issue 8.3: after a Concat, prev was the Concat's first input (half the channels prev == new, the
     other half zeros); prev is the common ancestor of the branches, named in a note."""
     net, notices = prototxt.parse(FIRE), []
-    rewrite.regularize(net, "drop", 0.5, shapes.infer(net)[0], notices=notices)
+    regularize(net, "drop", 0.5, notices=notices)
     assert layer(net, "squeeze_resized").get_all("bottom") == ["squeeze"]
     assert layer(net, "drop_dropin").get_all("bottom") == ["squeeze_resized", "concat"]
     assert notices == ["--regularize drop: prev is 'squeeze' (2, 2, 8, 8), the nearest blob before Concat 'concat' "
@@ -305,11 +317,11 @@ def test_regularize_after_a_join_takes_prev_from_where_the_branches_split():
     validate.check_net(net, "TRAIN")
     # Chosen explicitly with P:BLOB.
     net, notices = prototxt.parse(FIRE), []
-    rewrite.regularize(net, "drop", 0.5, shapes.infer(net)[0], notices=notices, prev="expand3")
+    regularize(net, "drop", 0.5, notices=notices, prev="expand3")
     assert layer(net, "expand3_resized").get_all("bottom") == ["expand3"]
     assert notices[0].startswith("--regularize drop: prev is 'expand3' (2, 4, 8, 8), as given; resized")
     with pytest.raises(ConfigError, match="--regularize drop=0.5:nowhere: prev must be a blob made before drop"):
-        rewrite.regularize(prototxt.parse(FIRE), "drop", 0.5, shapes.infer(net)[0], prev="nowhere")
+        regularize(prototxt.parse(FIRE), "drop", 0.5, prev="nowhere")
 
 
 def test_common_ancestor_of_chains_and_joins():
@@ -328,10 +340,10 @@ def test_regularize_with_an_unknown_shape_names_the_blob_to_give():
                                    'layer { name: "squeeze"', 1)
     net = prototxt.parse(text)
     with pytest.raises(ConfigError) as error:
-        rewrite.regularize(net, "drop", 0.5, shapes.infer(net)[0])
-    assert str(error.value) == ("--regularize drop: the shape of prev 'squeeze' is unknown, which follows from "
-                                "'zoomed' (Interp layer 'zoom' makes it: a type shape inference does not know); "
-                                "give it with --input-shape zoomed=C,H,W")
+        regularize(net, "drop", 0.5)
+    assert str(error.value) == ("--regularize drop: prev: the shape of blob 'squeeze' is unknown (it follows from "
+                                "blob 'zoomed', whose shape is unknown): shape inference does not know layer 'zoom' of "
+                                "type Interp; give the shape of 'zoomed' with --input-shape zoomed=C,H,W (or N,C,H,W)")
 
 
 def test_replicate_with_an_unknown_shape_names_the_blob_to_give():
@@ -341,16 +353,16 @@ def test_replicate_with_an_unknown_shape_names_the_blob_to_give():
                                    'layer { name: "squeeze"', 1)
     net = prototxt.parse(text)
     with pytest.raises(ConfigError, match="--replicate squeeze_relu: whether a ReLU layer keeps the shape depends on "
-                                          "its input 'squeeze', whose shape is unknown; give it with --input-shape "
-                                          "zoomed=C,H,W"):
-        rewrite.replicate(net, "squeeze_relu", 1, dropin={"length": 5}, shapes=shapes.infer(net)[0])
+                                          "its input: the shape of blob 'squeeze' is unknown .* give the shape of "
+                                          "'zoomed' with --input-shape zoomed=C,H,W"):
+        replicate(net, "squeeze_relu", 1, dropin={"length": 5})
 
 
 # ---------------------------------------------------------------------------------------------
 # widen: LAYER keeps its C units, an extra layer computes C2 - C more, a gradual DropIn lets them in
 
 def test_widen_emits_the_extra_layer_concat_padded_prev_and_dropin(net):
-    found, _ = shapes.infer(net)
+    found = shapes.infer(net)
     notices = []
     rewrite.widen(net, "conv1", 10, {"length": 100, "iter_size": 1}, found, p_top=True, notices=notices)
     assert names(net)[2:9] == ["conv1", "relu1", "conv1_extra", "conv1_extra_relu", "conv1_wide", "conv1_padded",
@@ -372,11 +384,11 @@ def test_widen_emits_the_extra_layer_concat_padded_prev_and_dropin(net):
     assert config(net, "conv1_widen") == {"name": "conv1_widen", "length": 100, "iter_size": 1}
     assert layer(net, "pool1").get_all("bottom") == ["conv1_widen"]
     assert layer(net, "conv1").get("convolution_param").get("num_output") == 6  # LAYER keeps its C units
-    assert (found["conv1_extra"], found["conv1_wide"], found["conv1_padded"], found["conv1_widen"]) == \
+    inferred, _ = shapes.infer(net)  # the rewrite patches no shapes: the net says them
+    assert (inferred["conv1_extra"], inferred["conv1_wide"], inferred["conv1_padded"], inferred["conv1_widen"]) == \
            ((2, 4, 4, 4), (2, 10, 4, 4), (2, 10, 4, 4), (2, 10, 4, 4))
-    assert found["conv1_widen_p"] == (1,)
-    inferred, _ = shapes.infer(net)
-    assert all(inferred[blob] == shape for blob, shape in found.items() if blob in inferred and blob != "pool1")
+    assert inferred["conv1_widen_p"] == (1,)
+    assert all(inferred[blob] == shape for blob, shape in found[0].items() if blob not in ("pool1", "ip1"))
     assert inferred["pool1"] == (2, 10, 2, 2)
     assert notices == ["--widen conv1=10: ip1 reads 10 channels instead of 6, so Caffe gives it more input weights; "
                        "a --weights file trained before the widening cannot load it (Caffe stops on the shape "
@@ -385,7 +397,7 @@ def test_widen_emits_the_extra_layer_concat_padded_prev_and_dropin(net):
 
 @pytest.mark.caffe
 def test_widen_an_inner_product_copies_its_dropout_and_gives_a_live_filler(net):
-    found, _ = shapes.infer(net)
+    found = shapes.infer(net)
     notices = []
     rewrite.widen(net, "ip1", 12, {"length": 10}, found, notices=notices)
     assert names(net)[5:11] == ["ip1", "drop1", "ip1_extra", "ip1_extra_dropout", "ip1_wide", "ip1_padded"]
@@ -393,12 +405,12 @@ def test_widen_an_inner_product_copies_its_dropout_and_gives_a_live_filler(net):
     assert "the extra units of ip1 get weight_filler xavier: ip1 has none (Caffe's default, constant 0, would make " \
            "them output 0 and never learn)" in notices
     assert layer(net, "ip2").get_all("bottom") == ["ip1_widen"]
-    assert found["ip1_widen"] == (2, 12)
+    assert shapes.infer(net)[0]["ip1_widen"] == (2, 12)
     validate.load_net(net, "TRAIN")
 
 
 def test_widen_without_dropin_is_the_wide_net(net):
-    found, _ = shapes.infer(net)
+    found = shapes.infer(net)
     rewrite.widen(net, "conv1", 10, None, found)
     assert "Python" not in [l.get("type") for l in rewrite.layers(net)]
     assert layer(net, "pool1").get_all("bottom") == ["conv1_wide"]
@@ -413,7 +425,7 @@ def test_widen_without_dropin_is_the_wide_net(net):
     ("conv11", 8, "--widen: no layer named 'conv11' in the net; did you mean conv1"),
 ])
 def test_widen_errors(net, name, width, message):
-    found, _ = shapes.infer(net)
+    found = shapes.infer(net)
     before = prototxt.dumps(net)
     with pytest.raises(ConfigError) as error:
         rewrite.widen(net, name, width, {"length": 5}, found)
@@ -435,7 +447,7 @@ def test_widened_first_units_are_the_layers_at_every_p(phase):
     units of the join are LAYER's chain's at every p; the extra ones are 0 at p = 0 and the extra
     layer's at p = 1. TRAIN picks units (exact); TEST blends p * new + (1 - p) * prev (within rounding)."""
     net = prototxt.parse(SEPARATE_TOPS)
-    found, _ = shapes.infer(net)
+    found = shapes.infer(net)
     rewrite.widen(net, "conv1", 7, {"length": 8}, found, p_top=True)
     assert layer(net, "conv1_wide").get_all("bottom") == ["norm1", "conv1_extra_lrn"]
     assert layer(net, "conv2").get_all("bottom") == ["conv1_widen"]
@@ -479,7 +491,7 @@ layer { name: "ip" type: "InnerProduct" bottom: "conv1" top: "ip"
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
 """
     net = prototxt.parse(text)
-    found, _ = shapes.infer(net)
+    found = shapes.infer(net)
     rewrite.widen(net, "conv1", 5, {"length": 4, "iter_size": 1}, found, p_top=True)
     path = tmp_path / "net.prototxt"
     path.write_text(prototxt.dumps(net))

@@ -25,7 +25,7 @@ import uuid
 
 from .. import files
 from ..errors import ConfigError, clip
-from ..netgen import identity, prototxt, rewrite, templates
+from ..netgen import identity, prototxt, templates
 from ..netgen.expand import expand_net
 from ..netgen.plan import PRESETS
 from ..netgen.vocabulary import is_native
@@ -140,13 +140,10 @@ def build_run(experiment, run, data, keywords, snapshot_every=None):
     """Write the run's net and solver (expand_net with `keywords`, pointed at `data`), and its
     INIT_WEIGHTS when the net has initial weights; return the solver's path. Caffe snapshots every
     `snapshot_every` iterations (default: about a tenth of the run)."""
-    built = _expand(keywords, data)
+    built = _expand(dict(keywords, dropin_seed=run.seed), data)  # reproducible masks per seed
     iterations = experiment.stage(run.configuration).iterations if run.configuration in experiment.configurations \
         else experiment.iterations
     net = built.net
-    for index, (layer, config) in enumerate(rewrite.dropin_configs(net)):
-        config["seed"] = run.seed * 1000 + index  # reproducible masks per seed
-        layer.get("python_param").set("param_str", json.dumps(config))
     os.makedirs(run.directory, exist_ok=True)
     net_path = os.path.join(run.directory, "net.prototxt")
     solver = _solver(experiment, built)

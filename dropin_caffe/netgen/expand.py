@@ -10,15 +10,16 @@ Every keyword means exactly what the command-line flag of the same name means
 (`tools/expand_net.py --help`); `expand_net` returns an `Expansion` and writes nothing.
 """
 import dataclasses
-import math
 import os
 import shlex
 import typing
 
 from .. import files
 from ..errors import ConfigError
-from . import plan as plans, prototxt, shapes as inference, solver as solvers, summary, templates, upgrade
+from . import plan as plans, prototxt, reader, shapes as inference, solver as solvers, summary, templates
 from . import identity, validate as validation, vocabulary
+from .options import Options
+from .plan import PRESETS
 
 
 @dataclasses.dataclass
@@ -132,145 +133,20 @@ class Expansion:
         return save
 
 
-def _is_text(value):
-    return "\n" in value or "{" in value
-
-
-def _is_protobuf(value):
-    """A protobuf message, such as the caffe_pb2.NetParameter of Caffe's `NetSpec.to_proto()`."""
-    return hasattr(value, "DESCRIPTOR") and hasattr(value, "SerializeToString")
-
-
-def read_prototxt(value, what):
-    """A prototxt given as a Message, a protobuf message (caffe_pb2's), its text, or a path."""
-    if isinstance(value, prototxt.Message):
-        return value.copy()
-    if _is_protobuf(value):
-        from google.protobuf import text_format
-        return prototxt.parse(text_format.MessageToString(value), "<%s message>" % what)
-    if not isinstance(value, (str, os.PathLike)):
-        raise ConfigError("%s must be a path, prototxt text or a message, got %s" % (what, type(value).__name__))
-    if isinstance(value, str) and _is_text(value):
-        return prototxt.parse(value, "<%s text>" % what)
-    return prototxt.read(value)
-
-
-def stem(path):
-    """A file name without its folder and its prototxt extensions (.prototxt, .pt, .txt, .gz)."""
-    name = os.path.basename(path)
-    for ext in (".gz", ".prototxt", ".pt", ".txt"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-    return name
-
-
-def _source(net, template, preset, depth, width, settings, solver):
-    """(name stem, net, solver or None, solver stem, plan, data shapes) of what is to be expanded."""
-    if sum(x is not None for x in (net, template, preset)) != 1:
-        raise ConfigError("give exactly one of a net, a template or a preset, got %s"
-                          % (", ".join(k for k, v in (("net", net), ("template", template), ("preset", preset))
-                                       if v is not None) or "none"))
-    if preset is None and (depth is not None or width is not None):
-        raise ConfigError("%s applies to --preset lenet-deep only" % ("--depth" if depth is not None else "--width"))
-    plan = plans.Plan()
-    variables = {name: templates.parse_value(value) if isinstance(value, str) else value
-                 for name, value in (settings or {}).items()}
-    if net is None:
-        if solver is not None:
-            raise ConfigError("--solver goes with a net file; a template or preset brings its own solver")
-        if preset is not None:
-            template, plan = plans.preset_plan(preset, depth, width)
-        name = plans.PRESETS[preset].stem if preset else template
+def _source(options, template, plan):
+    """(name stem, net, solver or None, solver stem, data shapes) of what `options` expand."""
+    if options.net is None:
+        variables = options.settings
+        name = PRESETS[options.preset].stem if options.preset else template
         tree = plans.set_widths(prototxt.parse(templates.render_net(template, **variables), "template %s" % template),
                                 plan.widths)
         solver_tree = prototxt.parse(templates.render_solver(template), "solver of %s" % template)
         data = {} if variables.get("dummy_data") else {"data": templates.data_shape(template, **variables)}
-        return name, tree, solver_tree, name + "_solver", plan, data
-    if variables:
-        raise ConfigError("--set gives template variables; it needs --template or --preset")
-    name = stem(net) if not is_inline(net) else "net"
-    tree = read_prototxt(net, "net")
-    vocabulary.check_structure(tree)  # before upgrade, so that layer #N counts the user's layers
-    tree = upgrade.upgrade_net(tree)
-    vocabulary.check_typos(tree)
-    solver_tree = read_prototxt(solver, "solver") if solver is not None else None
-    solver_name = None
-    if solver is not None:
-        solver_name = stem(solver) if not is_inline(solver) else "solver"
-    return name, tree, solver_tree, solver_name, plan, {}
-
-
-def is_inline(value):
-    """`value` is a prototxt given inline (text or a message), not a path."""
-    return isinstance(value, prototxt.Message) or _is_protobuf(value) or (isinstance(value, str) and _is_text(value))
-
-
-def _pairs(value, option):
-    """A dict (or list of pairs) as a list of (name, value) pairs."""
-    if value is None:
-        return []
-    pairs = list(value.items()) if isinstance(value, dict) else list(value)
-    names = [name for name, _ in pairs]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ConfigError("%s %s is given twice; give each layer once" % (option, twice[0]))
-    return pairs
-
-
-def _options(plan, replicate, regularize, dropin_length, stagger, length_growth, dropin, p_top, add_activation,
-             replica_kernel, replica_std, widen=None, dropin_train=None):
-    plan.replicate += _pairs(replicate, "--replicate")
-    plan.regularize += _pairs(regularize, "--regularize")
-    plan.widen += _pairs(widen, "--widen")
-    for name, width in plan.widen:
-        if type(width) is not int or width < 2:
-            raise ConfigError("--widen %s=%s: C2, the number of outputs to grow to, must be an integer above the "
-                              "layer's num_output" % (name, width))
-    for name, count in plan.replicate:
-        if type(count) is not int or count < 1:
-            raise ConfigError("--replicate %s=%s: K, the number of replicas, must be >= 1" % (name, count))
-    for name, value in plan.regularize:
-        p_new, prev = value if isinstance(value, tuple) and len(value) == 2 else (value, None)
-        if isinstance(p_new, bool) or not isinstance(p_new, (int, float)) or not 0 < p_new <= 1:
-            raise ConfigError("--regularize %s=%s: P, the probability a unit comes from new, must lie in (0, 1]"
-                              % (name, p_new))
-        if prev is not None and (not isinstance(prev, str) or not prev):
-            raise ConfigError("--regularize %s=%s:%s: BLOB, the blob prev is taken from, must be a blob name"
-                              % (name, p_new, prev))
-    if dropin_length is not None:
-        if type(dropin_length) is not int or dropin_length < 1:
-            raise ConfigError("--dropin-length must be an integer >= 1, got %s" % (dropin_length,))
-        plan.length = dropin_length
-    if stagger is not None:
-        plan.stagger = stagger
-    if length_growth is not None:
-        plans.check_length_growth(length_growth, None, 0)
-        plan.length_growth = length_growth
-    plan.dropin = plan.dropin and dropin
-    plan.p_top = plan.p_top or p_top
-    if add_activation is not None:
-        if add_activation != "relu":
-            raise ConfigError("--add-activation must be relu, got %r" % (add_activation,))
-        plan.activation = "ReLU"
-    if replica_kernel is not None:
-        plan.kernel = replica_kernel
-    if replica_std is not None:
-        # Caffe's gaussian filler CHECKs sigma > 0 and aborts the whole process; nan passes that
-        # check and fills the weights with nan. Refuse both here, before any net is written.
-        if isinstance(replica_std, bool) or not isinstance(replica_std, (int, float)) \
-                or not math.isfinite(replica_std) or replica_std <= 0:
-            raise ConfigError("--replica-std STD, the std of the replicas' gaussian weights, must be a finite "
-                              "number > 0 (e.g. 0.01), got %s" % (replica_std,))
-        plan.replica_std = replica_std
-    if dropin_train is not None:
-        if dropin_train not in ("select", "blend"):
-            raise ConfigError('--dropin-train must be "select" (each unit from new with probability p, the default) or "blend" (a '
-                              'deterministic fade-in), got %r' % (dropin_train,))
-        if dropin_train == "blend" and not dropin:
-            raise ConfigError("--dropin-train blend sets how DropIn layers train, but --no-dropin emits none; "
-                              "drop one of the two")
-        plan.train = dropin_train
-    return plan
+        return name, tree, solver_tree, name + "_solver", data
+    solver = options.solver
+    solver_tree = reader.read_prototxt(solver, "solver") if solver is not None else None
+    solver_name = reader.name_of(solver, "solver") if solver is not None else None
+    return reader.name_of(options.net, "net"), reader.read_net(options.net), solver_tree, solver_name, {}
 
 
 def _database_shapes(net, given, notes):
@@ -285,65 +161,42 @@ def _database_shapes(net, given, notes):
     return read
 
 
-def expand_net(net=None, *, template=None, preset=None, replicate=None, regularize=None, widen=None,
-               dropin_length=None, stagger=None, length_growth=None, dropin=True, p_top=False, add_activation=None,
-               replica_kernel=None, replica_std=None, depth=None, width=None, input_shape=None, solver=None,
-               max_iter=None, solver_mode=None, settings=None, validate=True, native=False, dropin_train=None,
-               replica_init=None):
+def expand_net(net=None, **keywords):
     """Expand a net into its DropIn variant; returns an `Expansion` (nothing is written).
 
     net: a path, prototxt text, Message or caffe_pb2.NetParameter (a NetSpec's `to_proto()`), in the
     current or V1 format; or template= a built-in stock net, or preset= one of our presets after the
-    paper's expanded nets (PRESETS).
-    replicate: {LAYER: K}; regularize: {DROPOUT_LAYER: P or (P, PREV_BLOB)}; widen: {LAYER: C2};
-    dropin=False is --no-dropin (the plain expanded net); length_growth G gives DropIn i (in net
-    order) length round(L * G**i); depth and width set lenet-deep's N and C; input_shape:
-    {BLOB: (C, H, W) or (N, C, H, W)}; settings: template variables (--set); solver: the original
-    solver (a path, text or Message); validate=False is --no-validate; native=True emits the
-    native (C++) layer types, DropIn and DropInResize, with the same param_str; dropin_train="blend"
-    puts "train": "blend" (a deterministic fade-in) in every gradual DropIn's param_str;
-    replica_init="identity" starts every replica as the identity map (`initial_weights`, which
-    `write` writes as a .caffemodel for `caffe train --weights`). The other keywords are the flags
-    of the same names.
+    paper's expanded nets (PRESETS). Every keyword is the command-line flag of the same name
+    (`options.OPTIONS`, `expand_net --help`), with the flag's values as Python values:
+    replicate={LAYER: K}, regularize={DROPOUT_LAYER: P or (P, PREV_BLOB)}, widen={LAYER: C2},
+    input_shape={BLOB: (C, H, W) or (N, C, H, W)}, settings={VAR: VALUE} (--set), dropin=False
+    (--no-dropin), validate=False (--no-validate); solver: a path, text or Message.
     """
-    name, original, solver_tree, solver_name, plan, data = _source(net, template, preset, depth, width, settings,
-                                                                    solver)
-    plan = _options(plan, replicate, regularize, dropin_length, stagger, length_growth, dropin, p_top,
-                    add_activation, replica_kernel, replica_std, widen, dropin_train)
-    plan.native = native
-    if replica_init not in (None, "identity"):
-        raise ConfigError('--replica-init must be "identity" (or left out for the replicas\' fillers), got %r'
-                          % (replica_init,))
-    if replica_init is not None and not plan.replicate:
-        raise ConfigError("--replica-init identity starts replicas; give --replicate LAYER=K (or a preset)")
-    if net is not None and not plan.rewrites:
-        raise ConfigError("nothing to rewrite in %s: give --replicate LAYER=K, --regularize LAYER=P or --widen "
-                          "LAYER=C2" % (net if not is_inline(net) else "the net"))
-    data.update(input_shape or {})
+    options = Options.from_keywords(net=net, **keywords)
+    template, plan = options.plan()
+    name, original, solver_tree, solver_name, data = _source(options, template, plan)
+    data.update(options.input_shape)
     inferred = []  # what inference chose (a batch, a user's shape over a declared one): once each
     data.update(_database_shapes(original, data, inferred))
     found, original_layers = inference.infer(original, "TRAIN", data, notes=inferred)
-    replicas = []
-    expanded, notes = plans.apply_plan(original, plan, found, solvers.iter_size(solver_tree), data, replicas)
+    expanded, notes, replicas = plans.apply_plan(original, plan, solvers.iter_size(solver_tree), data)
     suffix = "_" + plan.suffix if plan.suffix else ""
     emitted_solver = None
     if solver_tree is not None:
-        emitted_solver = solvers.expanded_solver(solver_tree, name + suffix + ".prototxt", plan.suffix, max_iter,
-                                                 solver_mode)
+        emitted_solver = solvers.expanded_solver(solver_tree, name + suffix + ".prototxt", plan.suffix,
+                                                 options.max_iter, options.solver_mode)
         snapshots = solvers.snapshot_note(emitted_solver)
         if snapshots:
             notes.append(snapshots)
-        if emitted_solver.get("solver_mode") == "GPU" and not native:
+        if emitted_solver.get("solver_mode") == "GPU" and not plan.native:
             notes.append("Caffe's `caffe train` refuses Python layers with several GPUs (--gpu=0,1); use "
                          "one GPU, or pycaffe's python/train.py --solver %s --gpus 0 1" % (solver_name + suffix +
                                                                                            ".prototxt"))
-    elif max_iter is not None or solver_mode is not None:
-        raise ConfigError("--max-iter and --solver-mode set the emitted solver; give it with --solver")
     phases = {phase: inference.infer(expanded, phase, data, notes=inferred) for phase in ("TRAIN", "TEST")}
     notes[:0] = list(dict.fromkeys(inferred))
     shapes = {phase: found for phase, (found, _) in phases.items()}
-    initial = identity.identity_weights(expanded, replicas, shapes["TRAIN"]) if replica_init else None
-    if validate:
+    initial = identity.identity_weights(expanded, replicas, shapes["TRAIN"]) if plan.identity else None
+    if options.validate:
         notes += validation.prove(original, expanded, emitted_solver, shapes)
     table = summary.rows(expanded, phases["TRAIN"][1])
     return Expansion(expanded, emitted_solver, table, notes, summary.totals(summary.rows(original, original_layers)),

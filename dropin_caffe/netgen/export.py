@@ -38,12 +38,10 @@ import numpy as np
 
 from .. import env, files, kernels, params
 from ..errors import CaffeEnvError, ConfigError
-from . import prototxt, shapes as inference, upgrade, validate as validation, vocabulary
-from .expand import is_inline, read_prototxt, stem
+from . import prototxt, reader, shapes as inference, validate as validation, vocabulary
 from .prototxt import Message
 
 TOLERANCE = 1e-5  # relative: float32 rounding of a sum of a few products
-_COUNTER_LOW = 2 ** 22  # the counter's encoding (see layers.py): count = high * 2**22 + low
 
 
 @dataclasses.dataclass
@@ -152,17 +150,12 @@ def dropin_state(layer, stored):
         raise ConfigError("%s: its counter blob is missing from WEIGHTS; give the .caffemodel that training this "
                           "net saved (a snapshot of it, not of another net)" % label)
     counter = blobs[0].ravel()
-    low, high = (float(v) for v in counter) if counter.size == 2 else (-1.0, -1.0)
-    if counter.size != 2 or not (low.is_integer() and high.is_integer() and 0 <= low < _COUNTER_LOW and high >= 0):
+    count = kernels.decode_count(counter)
+    if count is None:
         raise ConfigError("%s: its counter blob in WEIGHTS must be two whole numbers (low, high), got %s; give "
                           "the .caffemodel that training this net saved" % (label, counter.tolist()[:4]))
-    count = int(high) * _COUNTER_LOW + int(low)
-    if config["mode"] == "regularize":
-        p_new = float(config["p_new"])
-    else:
-        p_new = kernels.schedule_p_new(count // config["iter_size"], config["length"], config.get("start", 0))
-    used = {"expectation": p_new, "new": 1.0, "prev": 0.0}[config["test"]]
-    return DropInState(name, p_new, used, count, config)
+    p_new = kernels.p_new_at(config, count)
+    return DropInState(name, p_new, kernels.test_p_new(config, p_new), count, config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,84 +367,117 @@ def _describe_resize(name, bottom_shape, top_shape, made, interp):
     return "Resize '%s': %s" % (name, " + ".join(parts))
 
 
+@dataclasses.dataclass
+class _Replacing:
+    """What replace_ours builds as it walks the net: the layers so far, the fixed weights, the lines
+    that say what became of each layer of ours, the renames of removed tops, and the p tops."""
+    states: dict
+    shapes: dict
+    layer_shapes: list
+    frozen: bool
+    later: list = None
+    layers: list = dataclasses.field(default_factory=list)
+    fixed: dict = dataclasses.field(default_factory=dict)
+    lines: list = dataclasses.field(default_factory=list)
+    renames: dict = dataclasses.field(default_factory=dict)
+    p_tops: dict = dataclasses.field(default_factory=dict)
+
+
+def _replace_dropin(done, layer, original, bottoms, tops):
+    """A DropIn at p = 0 or 1 is removed (its consumers read prev or new; a Power copy where a later
+    layer works in place on it); at 0 < p < 1 (TEST) it is an Eltwise SUM with coeff (1 - p, p)."""
+    name = str(layer.get("name", ""))
+    state = done.states[name]
+    prev, new = bottoms[:2]
+    top = tops[0]
+    done.p_tops.update({t: name for t in tops[1:]})
+    at = "p = %.6g (counter %d%s)" % (state.p_new, state.count,
+                                       ", regularize" if state.config["mode"] == "regularize" else "")
+    mode = state.config["test"]
+    if state.used in (0.0, 1.0):
+        source = new if state.used == 1.0 else prev
+        why = "" if mode == "expectation" else ", test \"%s\"" % mode
+        which = "new" if state.used == 1.0 else "prev"
+        if _needs_copy(done.later, top, source):
+            done.layers.append(Message([["name", name], ["type", "Power"], ["bottom", source], ["top", top]]))
+            done.lines.append("DropIn '%s': %s%s: Power (an exact copy of '%s', %s: a later layer works in place on "
+                              "its top while '%s' is read again)" % (name, at, why, source, which, source))
+        else:
+            done.renames[top] = source
+            done.lines.append("DropIn '%s': %s%s: removed, its consumers read '%s' (%s)" % (name, at, why, source, which))
+        return
+    coeff = (1.0 - state.used, state.used)
+    blend = Message([["name", name], ["type", "Eltwise"], ["bottom", prev], ["bottom", new], ["top", top]]
+                    + [[k, v.copy()] for k, v in layer.fields if k in ("include", "exclude")]
+                    + [["eltwise_param", Message([["operation", prototxt.Enum("SUM")], ["coeff", coeff[0]],
+                                                  ["coeff", coeff[1]]])]])
+    done.layers.append(blend)
+    done.lines.append("DropIn '%s': %s: Eltwise SUM with coeff (%.6g, %.6g)" % (name, at, coeff[0], coeff[1]))
+
+
+def _replace_resize(done, layer, original, bottoms, tops):
+    """A Resize that keeps its shape is removed; else stock layers with fixed weights (_resize_layers)."""
+    name = str(layer.get("name", ""))
+    bottom, top = bottoms[0], tops[0]
+    bottom_shape = inference.require(done.shapes, done.layer_shapes, str(original.get("bottom")))
+    top_shape = inference.require(done.shapes, done.layer_shapes, top)
+    config, _ = params.layer_config("Resize", str((layer.get("python_param") or Message()).get("param_str", "")))
+    made = _resize_layers(layer, bottom_shape, top_shape, done.frozen)
+    if not made:
+        done.renames[top] = bottom
+        done.lines.append("Resize '%s': shape kept %s: removed, its consumers read '%s'"
+                          % (name, tuple(bottom_shape[1:]), bottom))
+        return
+    for made_layer, weights in made:
+        done.layers.append(made_layer)
+        if weights is not None:
+            done.fixed[str(made_layer.get("name"))] = [weights]
+    done.lines.append(_describe_resize(name, bottom_shape, top_shape, made, config["interp"]))
+
+
+REPLACE = {"DropIn": _replace_dropin, "Resize": _replace_resize}  # a handler for each kind of layer of ours
+
+
+def _rewired(done, layer):
+    """`layer` (a copy) reading the blobs its bottoms were renamed to; (its bottoms, its tops)."""
+    for bottom in layer.get_all("bottom"):
+        if str(bottom) in done.p_tops:
+            raise ConfigError("layer '%s' reads '%s', the p top of DropIn '%s', which the export removes; let "
+                              "nothing read a DropIn's p top" % (layer.get("name"), bottom, done.p_tops[str(bottom)]))
+    bottoms = [done.renames.get(str(b), str(b)) for b in layer.get_all("bottom")]
+    tops = [str(t) for t in layer.get_all("top")]
+    in_place = [t for t in tops if t in {str(b) for b in layer.get_all("bottom")}]
+    given = iter(bottoms)
+    for field in layer.fields:
+        if field[0] == "bottom":
+            field[1] = next(given)
+        elif field[0] == "top" and field[1] in in_place:
+            field[1] = done.renames.get(field[1], field[1])
+    for top in tops:  # a top written afresh ends an earlier rename of its name
+        if top not in in_place:
+            done.renames.pop(top, None)
+    return bottoms, tops
+
+
 def replace_ours(net, states, shapes, layer_shapes, frozen):
-    """Replace every layer of ours in `net`; returns (net, fixed weights, lines, renames).
+    """Replace every layer of ours in `net` (by its kind's handler in REPLACE); returns (net, fixed
+    weights, lines, renames).
 
     `states`: {DropIn name: DropInState}; `shapes`/`layer_shapes`: inference's output for the
     Resize shapes; `frozen` gives the fixed layers lr_mult 0. `renames` maps a removed DropIn's
     top to the blob its consumers now read."""
-    layers, fixed, lines, renames, p_tops = [], {}, [], {}, {}
+    done = _Replacing(states, shapes, layer_shapes, frozen)
     originals = _layers(net)
     for position, original in enumerate(originals):
         layer = original.copy()
-        bottoms = [renames.get(str(b), str(b)) for b in layer.get_all("bottom")]
-        for bottom in layer.get_all("bottom"):
-            if str(bottom) in p_tops:
-                raise ConfigError("layer '%s' reads '%s', the p top of DropIn '%s', which the export removes; "
-                                  "let nothing read a DropIn's p top" % (layer.get("name"), bottom,
-                                                                         p_tops[str(bottom)]))
-        tops = [str(t) for t in layer.get_all("top")]
-        in_place = [t for t in tops if t in {str(b) for b in layer.get_all("bottom")}]
-        given = iter(bottoms)
-        for field in layer.fields:
-            if field[0] == "bottom":
-                field[1] = next(given)
-            elif field[0] == "top" and field[1] in in_place:
-                field[1] = renames.get(field[1], field[1])
-        for top in tops:  # a top written afresh ends an earlier rename of its name
-            if top not in in_place:
-                renames.pop(top, None)
+        bottoms, tops = _rewired(done, layer)
         kind = vocabulary.our_layer(layer)
-        name = str(layer.get("name", ""))
         if kind is None:
-            layers.append(layer)
-        elif kind == "DropIn":
-            state = states[name]
-            prev, new = bottoms[:2]
-            top = tops[0]
-            p_tops.update({t: name for t in tops[1:]})
-            at = "p = %.6g (counter %d%s)" % (state.p_new, state.count,
-                                               ", regularize" if state.config["mode"] == "regularize" else "")
-            mode = state.config["test"]
-            if state.used in (0.0, 1.0):
-                source = new if state.used == 1.0 else prev
-                why = "" if mode == "expectation" else ", test \"%s\"" % mode
-                which = "new" if state.used == 1.0 else "prev"
-                if _needs_copy(originals[position + 1:], top, source):
-                    layers.append(Message([["name", name], ["type", "Power"], ["bottom", source], ["top", top]]))
-                    lines.append("DropIn '%s': %s%s: Power (an exact copy of '%s', %s: a later layer works in "
-                                 "place on its top while '%s' is read again)" % (name, at, why, source, which, source))
-                else:
-                    renames[top] = source
-                    lines.append("DropIn '%s': %s%s: removed, its consumers read '%s' (%s)"
-                                 % (name, at, why, source, which))
-            else:
-                coeff = (1.0 - state.used, state.used)
-                blend = Message([["name", name], ["type", "Eltwise"], ["bottom", prev], ["bottom", new],
-                                 ["top", top]] + [[k, v.copy()] for k, v in layer.fields
-                                                  if k in ("include", "exclude")] +
-                                [["eltwise_param", Message([["operation", prototxt.Enum("SUM")],
-                                                            ["coeff", coeff[0]], ["coeff", coeff[1]]])]])
-                layers.append(blend)
-                lines.append("DropIn '%s': %s: Eltwise SUM with coeff (%.6g, %.6g)" % (name, at, coeff[0], coeff[1]))
+            done.layers.append(layer)
         else:
-            bottom, top = bottoms[0], tops[0]
-            bottom_shape = inference.require(shapes, layer_shapes, str(original.get("bottom")))
-            top_shape = inference.require(shapes, layer_shapes, top)
-            param_str = str((layer.get("python_param") or Message()).get("param_str", ""))
-            config, _ = params.layer_config("Resize", param_str)
-            made = _resize_layers(layer, bottom_shape, top_shape, frozen)
-            if not made:
-                renames[top] = bottom
-                lines.append("Resize '%s': shape kept %s: removed, its consumers read '%s'"
-                             % (name, tuple(bottom_shape[1:]), bottom))
-            else:
-                for made_layer, weights in made:
-                    layers.append(made_layer)
-                    if weights is not None:
-                        fixed[str(made_layer.get("name"))] = [weights]
-                lines.append(_describe_resize(name, bottom_shape, top_shape, made, config["interp"]))
-    return _with_layers(net, layers), fixed, lines, renames
+            done.later = originals[position + 1:]
+            REPLACE[kind](done, layer, original, bottoms, tops)
+    return _with_layers(net, done.layers), done.fixed, done.lines, done.renames
 
 
 def _needs_copy(later, top, source):
@@ -466,7 +492,7 @@ def prune(net, outputs_by_phase, trim_inputs):
     with `trim_inputs`, Input layers keep only the tops something needs."""
     live, needed_tops = set(), {}
     for phase, outputs in outputs_by_phase.items():
-        keep = inference._keeper(net, phase, (), 0)
+        keep = inference.keeper(net, phase, (), 0)
         needed = set(outputs)
         for layer in reversed([layer for layer in _layers(net) if keep(layer)]):
             tops = [str(t) for t in layer.get_all("top")]
@@ -655,94 +681,111 @@ def export_net(net, weights, *, batch=1, input_shape=None, train_val=False, allo
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError("--batch must be an integer >= 1, got %r" % (batch,))
+    _need_caffe()
+    if solver is not None and not train_val:
+        raise ConfigError("--solver goes with --train-val (a deploy net is not trained); add --train-val or drop "
+                          "--solver")
+    name, tree, ours = _read_ours(net)
+    solver_tree = reader.read_prototxt(solver, "solver") if solver is not None else None
+    stored = read_weights(weights)
+    states = _states(ours, stored, train_val and not allow_blend)
+    data_shapes = _data_shapes(tree, input_shape, batch if not train_val else None)
+    source, outputs, found, layer_shapes = _form(tree, data_shapes, input_shape, train_val)
+    exported, exported_weights, lines, renames = _stock(source, outputs, states, found, layer_shapes, stored, ours,
+                                                        train_val)
+    lines += [] if train_val else _transform_lines(tree)
+    original_form = input_form(source, data_shapes) if train_val else source
+    exported_form = input_form(exported, data_shapes) if train_val else exported
+    if validate:
+        proof = _prove(original_form, exported_form, renames, exported_weights, stored, seed)
+    else:  # still refuse WEIGHTS that do not fit the net, before anything is written
+        proof = []
+        _set_weights(_load(original_form), stored, "the net")
+    solver_out, solver_name = _stock_solver(solver, solver_tree) if solver_tree is not None else (None, None)
+    suffix = "_stock" if train_val else "_deploy"
+    return Export(exported, exported_weights, lines, proof, "train_val" if train_val else "deploy",
+                  name + suffix, solver_out, solver_name, exported_form)
+
+
+def _need_caffe():
     try:
         import caffe  # noqa: F401  (reading WEIGHTS, the proof and the .caffemodel all need it)
     except ImportError as error:
         raise CaffeEnvError("exporting needs Caffe, which %s cannot import (%s); run it with the embedded Caffe: "
                             "%s" % (sys.executable, error, env.command(["export_net", "..."]))) from None
-    name = stem(net) if not is_inline(net) else "net"
-    tree = read_prototxt(net, "net")
-    vocabulary.check_structure(tree)
-    tree = upgrade.upgrade_net(tree)
+
+
+def _read_ours(net):
+    """(name stem, the net in the current format, its layers of ours); a net without any is refused."""
+    name, tree = reader.name_of(net, "net"), reader.read_net(net)
     ours = [layer for layer in _layers(tree) if vocabulary.our_layer(layer)]
     if not ours:
         raise ConfigError("nothing to export in %s: it has no DropIn or Resize layer (Python or native), so it is "
                           "already a stock Caffe net" % (net if name != "net" else "the net"))
-    if solver is not None and not train_val:
-        raise ConfigError("--solver goes with --train-val (a deploy net is not trained); add --train-val or drop "
-                          "--solver")
-    solver_tree = read_prototxt(solver, "solver") if solver is not None else None
-    stored = read_weights(weights)
+    return name, tree, ours
+
+
+def _states(ours, stored, refuse_blends):
+    """{DropIn name: DropInState} from the stored counters; with `refuse_blends` (train_val without
+    --allow-blend) a DropIn at 0 < p < 1 is refused."""
     states = {str(layer.get("name")): dropin_state(layer, stored) for layer in ours
               if vocabulary.our_layer(layer) == "DropIn"}
     blending = sorted(s.name for s in states.values() if 0.0 < s.used < 1.0)
-    if train_val and blending and not allow_blend:
+    if refuse_blends and blending:
         raise ConfigError("--train-val: DropIn %s is at 0 < p < 1 (p = %.6g), where training selects units at random; "
                           "its Eltwise blend would train by other rules. Export a snapshot past the schedule, or pass "
                           "--allow-blend" % (blending[0], states[blending[0]].used))
-    data_shapes = _data_shapes(tree, input_shape, batch if not train_val else None)
-    if train_val:
-        source = tree
-        outputs = {phase: _outputs(inference.phase_net(tree, phase)) for phase in vocabulary.PHASES}
-        found, layer_shapes = {}, []
-        for phase in vocabulary.PHASES:
-            phase_found, phase_layers = inference.infer(_as_python(tree), phase, _hints(data_shapes, input_shape))
-            found.update({k: v for k, v in phase_found.items() if v is not None})
-            layer_shapes += phase_layers
-    else:
+    return states
+
+
+def _form(tree, data_shapes, input_shape, train_val):
+    """(the net to replace our layers in, {phase: its output blobs}, shapes, layer shapes): the
+    train_val net itself, both phases; or its TEST phase as a deploy net with Input layers."""
+    if not train_val:
         source, test_outputs = deploy(tree, data_shapes)
-        outputs = {"TEST": test_outputs}
-        found, layer_shapes = inference.infer(_as_python(source), "TEST")
+        found, layer_shapes = inference.infer(source, "TEST")
+        return source, {"TEST": test_outputs}, found, layer_shapes
+    outputs = {phase: _outputs(inference.phase_net(tree, phase)) for phase in vocabulary.PHASES}
+    found, layer_shapes = {}, []
+    for phase in vocabulary.PHASES:
+        phase_found, phase_layers = inference.infer(tree, phase, _hints(data_shapes, input_shape))
+        found.update({k: v for k, v in phase_found.items() if v is not None})
+        layer_shapes += phase_layers
+    return tree, outputs, found, layer_shapes
+
+
+def _stock(source, outputs, states, found, layer_shapes, stored, ours, train_val):
+    """(the stock net, its weights, the lines saying what became of our layers, the renames of
+    removed tops): ours replaced, the unused pruned, the stored weights carried over (but DropIn
+    counters), widenings merged."""
     replaced, fixed, lines, renames = replace_ours(source, states, found, layer_shapes, frozen=train_val)
     outputs = {phase: [renames.get(blob, blob) for blob in blobs if blob not in _p_tops(source)]
                for phase, blobs in outputs.items()}
     exported = prune(replaced, outputs, trim_inputs=not train_val)
-    exported_weights = {}
-    replaced_names = {str(layer.get("name")) for layer in ours}
+    weights, replaced_names = {}, {str(layer.get("name")) for layer in ours}
     for layer in _layers(exported):
         layer_name = str(layer.get("name"))
         if layer_name in fixed:
-            exported_weights[layer_name] = fixed[layer_name]
+            weights[layer_name] = fixed[layer_name]
         elif layer_name in stored and layer_name not in replaced_names:  # not a DropIn's counter
-            exported_weights[layer_name] = stored[layer_name]
-    exported, exported_weights, merged = merge_widenings(exported, exported_weights)
-    lines += merged + ([] if train_val else _transform_lines(tree))
-    original_form = input_form(source, data_shapes) if train_val else source
-    exported_form = input_form(exported, data_shapes) if train_val else exported
-    proof = _prove(original_form, exported_form, renames, exported_weights, stored, seed) if validate else []
-    if not validate:  # still refuse WEIGHTS that do not fit the net, before anything is written
-        _set_weights(_load(original_form), stored, "the net")
-    suffix = "_stock" if train_val else "_deploy"
-    solver_out, solver_name = None, None
-    if solver_tree is not None:
-        solver_out = solver_tree.copy()
-        for key in ("train_net", "test_net", "net_param", "train_net_param", "test_net_param"):
-            solver_out.remove(key)
-        if "snapshot_prefix" in solver_out:
-            solver_out.set("snapshot_prefix", str(solver_out.get("snapshot_prefix")) + "_stock")
-        solver_name = (stem(solver) if not is_inline(solver) else "solver") + "_stock"
-    return Export(exported, exported_weights, lines, proof, "train_val" if train_val else "deploy", name + suffix,
-                  solver_out, solver_name, exported_form)
+            weights[layer_name] = stored[layer_name]
+    exported, weights, merged = merge_widenings(exported, weights)
+    return exported, weights, lines + merged, renames
+
+
+def _stock_solver(solver, solver_tree):
+    """The solver pointed at the stock train_val net (its net fields dropped, snapshots apart) and its name."""
+    solver_out = solver_tree.copy()
+    for key in ("train_net", "test_net", "net_param", "train_net_param", "test_net_param"):
+        solver_out.remove(key)
+    if "snapshot_prefix" in solver_out:
+        solver_out.set("snapshot_prefix", str(solver_out.get("snapshot_prefix")) + "_stock")
+    return solver_out, reader.name_of(solver, "solver") + "_stock"
 
 
 def _p_tops(net):
     return {str(t) for layer in _layers(net) if vocabulary.our_layer(layer) == "DropIn"
             for t in layer.get_all("top")[1:]}
-
-
-def _as_python(net):
-    """A copy of `net` with native layers of ours typed as our Python layers, which shape
-    inference knows (both read the same param_str)."""
-    net = net.copy()
-    for layer in _layers(net):
-        kind = vocabulary.NATIVE_TYPES.get(str(layer.get("type")))
-        if kind is not None:
-            layer.set("type", "Python")
-            param = layer.get("python_param") or Message()
-            param.set("module", vocabulary.DROPIN_MODULE)
-            param.set("layer", kind)
-            layer.set("python_param", param)
-    return net
 
 
 def _hints(data_shapes, input_shapes):

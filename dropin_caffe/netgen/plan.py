@@ -41,6 +41,8 @@ class Plan:
     native: bool = False
     widths: typing.Dict[str, int] = dataclasses.field(default_factory=dict)
     train: str = "select"
+    dropin_seed: typing.Optional[int] = None
+    identity: bool = False
 
     @property
     def rewrites(self):
@@ -52,6 +54,47 @@ class Plan:
         if not self.rewrites:
             return ""
         return "dropin" if self.dropin or self.regularize else "plain"
+
+    def check(self):
+        """The rules between the fields (each field's own rule is checked by its option)."""
+        grows = self.replicate or self.widen
+        if self.dropin and grows and self.length is None:
+            raise ConfigError("gradual DropIn needs --dropin-length L, the iterations a new layer takes to enter (an "
+                              "integer >= 1, e.g. 1000); or pass --no-dropin for the plain expanded net")
+        if self.length_growth != 1:
+            if not self.dropin:
+                raise ConfigError("--length-growth tailors DropIn lengths; it needs DropIn (drop --no-dropin)")
+            check_length_growth(self.length_growth, self.length,
+                                sum(count for _, count in self.replicate) + len(self.widen))
+        if self.identity and not self.replicate:
+            raise ConfigError("--replica-init identity starts replicas; give --replicate LAYER=K (or a preset)")
+
+    def joins(self, net, iter_size=1):
+        """{(layer, k): the param_str config of the k-th DropIn the plan puts after `layer`}, every
+        one complete before the net is rewritten. The joins are counted in the order of their layers
+        in `net` (a replicated layer's in replica order): gradual join i starts at i * stagger with
+        length round(L * G**i) (at least 1); join j of all is seeded dropin_seed * 1000 + j."""
+        order = {layer.get("name"): i for i, layer in enumerate(net.get_all("layer"))}
+        joins = [(name, k) for name, count in self.replicate for k in range(count)] + [(n, 0) for n, _ in self.widen]
+        joins = joins if self.dropin else []
+        joins += [(name, 0) for name, _ in self.regularize]
+        regularized = dict(self.regularize)
+        configs, gradual = {}, 0
+        for index, (name, k) in enumerate(sorted(joins, key=lambda join: (order.get(join[0], len(order)), join[1]))):
+            if name in regularized:
+                config = {"mode": "regularize", "p_new": regularized[name][0], "iter_size": iter_size}
+            else:
+                config = {"length": max(1, int(round(self.length * self.length_growth ** gradual))),
+                          "iter_size": iter_size}
+                if self.train != "select":
+                    config["train"] = self.train
+                if self.stagger:
+                    config["start"] = gradual * self.stagger
+                gradual += 1
+            if self.dropin_seed is not None:
+                config["seed"] = self.dropin_seed * 1000 + index
+            configs[name, k] = config
+        return configs
 
 
 Preset = collections.namedtuple("Preset", "template stem plan source summary")
@@ -92,18 +135,9 @@ def preset_plan(name, depth=None, width=None):
         raise ConfigError("unknown preset %r; choose one of %s" % (name, ", ".join(sorted(PRESETS))))
     preset = PRESETS[name]
     plan = dataclasses.replace(preset.plan, replicate=list(preset.plan.replicate))
-    if depth is not None:
-        if name != "lenet-deep":
-            raise ConfigError("--depth applies to the lenet-deep preset only")
-        if depth < 1:
-            raise ConfigError("--depth must be an integer >= 1, got %d" % depth)
+    if depth is not None:  # checked by its option (an integer >= 1, lenet-deep only)
         plan.replicate = [("conv2", depth)]
     if width is not None:
-        if name != "lenet-deep":
-            raise ConfigError("--width applies to the lenet-deep preset only")
-        if type(width) is not int or width < 1:
-            raise ConfigError("--width must be an integer >= 1 (channels of conv2 and the added layers), got %s"
-                              % (width,))
         plan.widths = {"conv2": width}
     return preset.template, plan
 
@@ -129,48 +163,27 @@ def check_length_growth(growth, length, count):
                           "choose a smaller G or L" % (growth, count, length, growth, count - 1))
 
 
-def apply_plan(net, plan, shapes, iter_size=1, input_shapes=None, replicas=None):
-    """Apply `plan` to a copy of `net` (already upgraded). `shapes` are the TRAIN shapes of `net`
-    (`shapes.infer` with `input_shapes`); the rewrites add the shapes of the blobs they make, so the
-    net is inferred once, not once per rewrite; only widening, which changes the shapes downstream,
-    infers it again. `replicas`: a list the replica layers' names are appended to. Returns
-    (expanded net, notes)."""
-    both = sorted({name for name, _ in plan.widen} & {name for name, _ in plan.replicate})
-    if both:
-        raise ConfigError("--widen %s and --replicate %s: a layer is either widened or replicated; give one of "
-                          "them" % (both[0], both[0]))
-    if plan.dropin and (plan.replicate or plan.widen) and plan.length is None:
-        raise ConfigError("gradual DropIn needs --dropin-length L, the iterations a new layer takes to enter (an "
-                          "integer >= 1, e.g. 1000); or pass --no-dropin for the plain expanded net")
-    if plan.dropin and (plan.replicate or plan.widen) and (not isinstance(plan.length, int) or plan.length < 1):
-        raise ConfigError("--dropin-length L must be an integer >= 1 (iterations for new layers to enter), "
-                          "got %s; or pass --no-dropin for the plain expanded net" % (plan.length,))
-    if plan.stagger < 0:
-        raise ConfigError("--stagger must be an integer >= 0, got %d" % plan.stagger)
-    net, shapes, notes = net.copy(), dict(shapes), []
+def apply_plan(net, plan, iter_size=1, input_shapes=None):
+    """Apply `plan` to a copy of `net` (already upgraded); returns (expanded net, notes, the names of
+    the replica layers). Each rewrite reads the shapes it needs from the net as it is then
+    (`shapes.infer` with `input_shapes`, again after each rewrite: a few milliseconds a net)."""
+    plan.check()
+    net, notes, replicas = net.copy(), [], []
+    joins = plan.joins(net, iter_size)
     filler = rewrite.gaussian_filler(plan.replica_std) if plan.replica_std is not None else None
-    dropin = {"length": plan.length, "iter_size": iter_size} if plan.dropin else None
-    if dropin is not None and plan.train != "select":
-        dropin["train"] = plan.train
+
+    def inferred():
+        return inference.infer(net, "TRAIN", input_shapes, notes=[])
+
     for name, width in plan.widen:
-        rewrite.widen(net, name, width, dropin, shapes, p_top=plan.p_top, notices=notes)
-        shapes = dict(inference.infer(net, "TRAIN", input_shapes, notes=[])[0])
+        rewrite.widen(net, name, width, joins.get((name, 0)), inferred(), p_top=plan.p_top, notices=notes)
     for name, count in plan.replicate:
-        rewrite.replicate(net, name, count, dropin=dropin, p_top=plan.p_top, activation=plan.activation,
-                          kernel=plan.kernel, filler=filler, names=plan.names.get(name), shapes=shapes,
-                          notices=notes, replicas=replicas)
-    for name, value in plan.regularize:
-        p_new, prev = value if isinstance(value, tuple) else (value, None)
-        rewrite.regularize(net, name, p_new, shapes, iter_size=iter_size, p_top=plan.p_top, notices=notes,
-                           prev=prev)
-    if plan.length_growth != 1:
-        if not plan.dropin:
-            raise ConfigError("--length-growth tailors DropIn lengths; it needs DropIn (drop --no-dropin)")
-        gradual = [c for _, c in rewrite.dropin_configs(net) if c.get("mode", "gradual") == "gradual"]
-        check_length_growth(plan.length_growth, plan.length, len(gradual))
-        rewrite.tailor_lengths(net, plan.length, plan.length_growth)
-    if plan.stagger:
-        rewrite.stagger(net, plan.stagger)
+        dropins = [joins[name, k] for k in range(count)] if plan.dropin else None
+        replicas += rewrite.replicate(net, name, count, dropins, inferred(), p_top=plan.p_top,
+                                      activation=plan.activation, kernel=plan.kernel, filler=filler,
+                                      names=plan.names.get(name), notices=notes).replicas
+    for name, (_, prev) in plan.regularize:
+        rewrite.regularize(net, name, joins[name, 0], inferred(), p_top=plan.p_top, notices=notes, prev=prev)
     if plan.native:
         rewrite.to_native(net)
-    return net, notes
+    return net, notes, replicas

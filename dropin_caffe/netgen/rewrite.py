@@ -18,20 +18,21 @@
   DropIn joins them: the first C units are the layer's at every p, the extra ones grow in from
   zero. The paper names starting thin and adding units during training as future work; this
   construction is our choice. The consumers are built for C2 inputs (Caffe re-derives their weights).
-- `stagger`: replica i (in net order) starts entering at iteration i * S, our choice after the
-  paper's future work of DropIn layers entering at different iterations.
-- `tailor_lengths`: replica i gets length round(L * G**i), our choice after the same future work
-  (tailored DropIn lengths per layer).
+Each DropIn's param_str config is given complete (`plan.Plan.joins`: its length, start and seed);
+the rewrites only place it. A rewrite reads the shapes it needs from `shapes.infer` of the net as
+it is (the caller infers again after each rewrite), and returns the layers it added (`Rewritten`).
 
 Original layers keep their names, so `caffe train --weights=original.caffemodel` starts them from
 a trained model while replicas start fresh from the same fillers. New DropIn layers carry
 `param { lr_mult: 0 decay_mult: 0 }` so the solver never touches their iteration counter.
 """
+import collections
 import difflib
 import json
 import math
 
 from ..errors import ConfigError, clip
+from . import shapes as inference
 from .prototxt import Message
 from .vocabulary import ACTIVATION_TYPES, CONV_TYPES, DROPIN_MODULE, FOLLOWER_TYPES, LEARNED_TYPES, NATIVE_TYPES, \
     WEIGHT_TYPES, in_place as _in_place, is_data, is_loss, our_layer
@@ -231,7 +232,20 @@ def _rewire(later_layers, old, new):
             return  # `old` is rewritten from here on: later readers mean that one
 
 
-def check_replicable(layer, shapes=None, net=None):
+Rewritten = collections.namedtuple("Rewritten", "layers replicas")
+Rewritten.__doc__ = """What a rewrite added: the names of the layers it inserted, and of those that are replicas."""
+
+
+def known_shape(inferred, blob, option):
+    """The shape of `blob` from `inferred` (shapes.infer's (shapes, layers)), or the ConfigError of
+    shapes.require, which says where the unknown shape starts, behind `option`."""
+    try:
+        return tuple(inference.require(inferred[0], inferred[1], blob))
+    except ConfigError as error:
+        raise ConfigError("%s: %s" % (option, error)) from None
+
+
+def check_replicable(layer, inferred):
     kind = layer.get("type")
     name = layer.get("name")
     if is_data(layer):
@@ -244,46 +258,37 @@ def check_replicable(layer, shapes=None, net=None):
         raise ConfigError("--replicate %s: only layers with one bottom and one top can be replicated, "
                           "%s has %d and %d" % (name, kind, len(layer.get_all("bottom")), len(layer.get_all("top"))))
     if kind not in CONV_TYPES and kind != "InnerProduct":
-        bottom, top = layer.get("bottom"), layer.get("top")
-        got = (shapes or {}).get(bottom), (shapes or {}).get(top)
-        if None in got:
-            origin = _unknown_origin(net, bottom, layer, shapes or {})[0] if net is not None else bottom
-            raise ConfigError("--replicate %s: whether a %s layer keeps the shape depends on its input '%s', whose "
-                              "shape is unknown; give it with --input-shape %s=C,H,W" % (name, kind, bottom, origin))
+        option = "--replicate %s: whether a %s layer keeps the shape depends on its input" % (name, kind)
+        got = tuple(known_shape(inferred, blob, option) for blob in (layer.get("bottom"), layer.get("top")))
         if got[0] != got[1]:
             raise ConfigError("--replicate %s: a %s layer maps %s to %s, so a replica of it cannot take its "
                               "own output; replicate a Convolution or InnerProduct instead" % (name, kind, *got))
 
 
-def replicate(net, name, count, dropin=None, p_top=False, activation=None, kernel=None, filler=None,
-              names=None, shapes=None, notices=None, replicas=None):
-    """Insert `count` replicas of layer `name` after it (see the module docstring); returns the net.
+def replicate(net, name, count, dropins=None, inferred=({}, []), p_top=False, activation=None, kernel=None,
+              filler=None, names=None, notices=None):
+    """Insert `count` replicas of layer `name` after it (see the module docstring); returns `Rewritten`.
 
-    dropin: the DropIn config of each join ({"length": L, "iter_size": n}), or None for plain replicas.
+    dropins: the param_str config of each replica's DropIn (a list of `count`, from `plan.Plan.joins`),
+    or None for plain replicas. inferred: `shapes.infer(net)` (a layer that is not a conv or fc
+    layer is replicated only if it keeps its input's shape).
     activation: a type ("ReLU") appended in place to replicas whose unit has no activation.
     kernel, filler: override the replicas' kernel size and weight filler (a Message).
     names: explicit replica names (default NAME_1 ... NAME_K).
-    shapes: blob -> inferred shape; the shapes of the blobs added are added to it.
-    replicas: a list the names of the replica layers (copies of `name`) are appended to.
     """
-    shapes = shapes if shapes is not None else {}
-    if not isinstance(count, int) or count < 1:
-        raise ConfigError("--replicate %s=%s: the number of replicas must be an integer >= 1" % (name, count))
     notices = notices if notices is not None else []
     original = find_layer(net, name)
-    check_replicable(original, shapes, net)
+    check_replicable(original, inferred)
     members = unit(net, original)
     names = names or ["%s_%d" % (name, i) for i in range(1, count + 1)]
     if len(names) != count:
         raise ConfigError("--replicate %s: %d names given for %d replicas" % (name, len(names), count))
     taken = _names(net) | _blobs(net)
     end = members[-1].get("top")  # the unit's output: what the replicas read and the DropIns join
-    chain, shape = end, shapes.get(original.get("top"))
-    inserted = []
+    chain, inserted, replicas = end, [], []
     for index, replica_name in enumerate(names, 1):
         replica, changed, given = _replica(original, _fresh(taken, replica_name), chain, kernel, filler)
-        if replicas is not None:
-            replicas.append(replica.get("name"))
+        replicas.append(replica.get("name"))
         if index == 1:
             if changed:
                 notices.append("replicas of %s use stride 1 and \"same\" padding so that they keep the blob's shape"
@@ -299,28 +304,26 @@ def replicate(net, name, count, dropin=None, p_top=False, activation=None, kerne
         followers = [(_fresh_copy(m), _in_place(m, m.get("bottom"))) for m in members[1:]]
         if activation and not any(m.get("type") in ACTIVATION_TYPES for m in members):
             followers.append((Message([["name", ""], ["type", activation]]), True))
-        block, blob = _chain(replica, followers, taken, shapes, shape)
-        if dropin is not None:
+        block, blob = _chain(replica, followers, taken)
+        if dropins is not None:
             join = _fresh(taken, replica_name + "_dropin")
             if p_top:
-                shapes[_fresh(taken, join + "_p")] = (1,)
-            block.append(dropin_layer(join, chain, blob, join, dropin, p_top))
+                _fresh(taken, join + "_p")
+            block.append(dropin_layer(join, chain, blob, join, dropins[index - 1], p_top))
             chain = join
         else:
             chain = blob
-        shapes[replica_name] = shapes[chain] = shape
         inserted += block
     _insert_after(net, members[-1], inserted)
     all_layers = layers(net)
     _rewire(all_layers[all_layers.index(inserted[-1]) + 1:], end, chain)
-    return net
+    return Rewritten([layer.get("name") for layer in inserted], replicas)
 
 
-def _chain(head, followers, taken, shapes, shape):
+def _chain(head, followers, taken):
     """[head, followers...] wired one after the other from head's top, the followers named after
-    head and their type (conv3_1_relu, ...); returns (layers, the last top). Each top gets `shape`."""
+    head and their type (conv3_1_relu, ...); returns (layers, the last top)."""
     block, blob = [head], head.get("top")
-    shapes[blob] = shape
     for follower, in_place in followers:
         base = "%s_%s" % (head.get("name"), follower.get("type").lower())
         follower.set("name", _fresh(taken, next(
@@ -329,7 +332,6 @@ def _chain(head, followers, taken, shapes, shape):
         if not in_place:
             blob = follower.get("name")
         follower.set("top", blob)
-        shapes[blob] = shape
         block.append(follower)
     return block, blob
 
@@ -379,39 +381,16 @@ def common_ancestor(net, blob, before):
     return nearest[0] if current.get(nearest[0]) == nearest else None
 
 
-def _unknown_origin(net, blob, before, shapes):
-    """(blob, layer) where the unknown shape of `blob` starts: the first unknown blob upstream
-    whose maker's inputs are all known (a data layer, or a type shape inference does not know)."""
-    while True:
-        maker = _producer(net, blob, before)
-        unknown = [b for b in (maker.get_all("bottom") if maker is not None else []) if shapes.get(b) is None]
-        if maker is None or not unknown:
-            return blob, maker
-        blob, before = unknown[0], maker
-
-
-def _require(net, name, blob, before, shapes, role):
-    if shapes.get(blob) is not None:
-        return tuple(shapes[blob])
-    origin, maker = _unknown_origin(net, blob, before, shapes)
-    why = "" if maker is None else " (%s layer '%s' makes it: %s)" % (
-        maker.get("type"), maker.get("name"),
-        "a data layer reading its source" if is_data(maker) else "a type shape inference does not know")
-    follows = "" if origin == blob else ", which follows from '%s'" % origin
-    raise ConfigError("--regularize %s: the shape of %s '%s' is unknown%s%s; give it with --input-shape %s=C,H,W"
-                      % (name, role, blob, follows, why, origin))
-
-
-def regularize(net, name, p_new, shapes, iter_size=1, p_top=False, notices=None, prev=None):
-    """Replace Dropout layer `name` by a regularizing DropIn with probability `p_new` of `new`.
+def regularize(net, name, dropin, inferred, p_top=False, notices=None, prev=None):
+    """Replace Dropout layer `name` by a regularizing DropIn (its param_str config `dropin`, with
+    "mode": "regularize" and "p_new"); returns `Rewritten`.
 
     new is the Dropout's input; prev is the blob `prev` when given, else `common_ancestor` of new
     (the input of the layer that makes it, or what a Concat's branches split from), flattened and
-    resized (Resize) to new's shape where they differ. A note names prev and its shape."""
-    if not (isinstance(p_new, (int, float)) and 0 < p_new <= 1):
-        raise ConfigError("--regularize %s=%s: P, the probability a unit comes from new, must lie in (0, 1]"
-                          % (name, p_new))
+    resized (Resize) to new's shape where they differ. A note names prev and its shape.
+    inferred: `shapes.infer(net)`, for the shapes of prev and new."""
     notices = notices if notices is not None else []
+    p_new = dropin["p_new"]
     dropout = find_layer(net, name, "--regularize")
     if dropout.get("type") != "Dropout":
         raise ConfigError("--regularize %s: needs a Dropout layer, %s is a %s layer" % (name, name, dropout.get("type")))
@@ -429,8 +408,8 @@ def regularize(net, name, p_new, shapes, iter_size=1, p_top=False, notices=None,
         prev = common_ancestor(net, new, dropout)
         why = "the nearest blob before %s '%s' that every path from the net's inputs passes through" % (
             maker.get("type"), maker.get("name"))
-    prev_shape = _require(net, name, prev, dropout, shapes, "prev")
-    new_shape = _require(net, name, new, dropout, shapes, "new")
+    prev_shape = known_shape(inferred, prev, "--regularize %s: prev" % name)
+    new_shape = known_shape(inferred, new, "--regularize %s: new" % name)
     note = "--regularize %s: prev is '%s' %s, %s" % (name, prev, prev_shape, why)
     taken = _names(net) | _blobs(net)
     block, shape, source = [], prev_shape, prev
@@ -440,26 +419,20 @@ def regularize(net, name, p_new, shapes, iter_size=1, p_top=False, notices=None,
         flat = _fresh(taken, "%s_flat" % prev)
         block.append(Message([["name", flat], ["type", "Flatten"], ["bottom", prev], ["top", flat]]))
         source, shape = flat, (shape[0], int(math.prod(shape[1:])))
-        shapes[flat] = shape
     if shape != tuple(new_shape):
         resized = _fresh(taken, "%s_resized" % source)
         block.append(resize_layer(resized, source, resized, new_shape))
         note += "; resized to %s by a Resize layer" % (tuple(new_shape),)
         source = resized
-        shapes[resized] = tuple(new_shape)
     notices.append(note)
     join = _fresh(taken, name + "_dropin")
     top = join if dropout.get("top") == new else dropout.get("top")  # an in-place Dropout's blob was `new`
-    block.append(dropin_layer(join, source, new, top,
-                              {"mode": "regularize", "p_new": p_new, "iter_size": iter_size}, p_top))
-    shapes[top] = tuple(new_shape)
-    if p_top:
-        shapes[top + "_p"] = (1,)
+    block.append(dropin_layer(join, source, new, top, dropin, p_top))
     _insert_after(net, dropout, block)
     net.fields = [field for field in net.fields if field[1] is not dropout]
     all_layers = layers(net)
     _rewire(all_layers[all_layers.index(block[-1]) + 1:], new, top)
-    return net
+    return Rewritten([layer.get("name") for layer in block], [])
 
 
 def _consumers(later_layers, blob):
@@ -485,19 +458,10 @@ def _axis(layer):
     return param.get("axis", 1)
 
 
-def widen(net, name, width, dropin, shapes, p_top=False, notices=None):
-    """Grow layer `name` (Convolution, Deconvolution or InnerProduct, C outputs) to `width` = C2
-    outputs by gradual DropIn (see the module docstring); returns the net.
-
-    The layer keeps its C units (its name and weights); the extra layer NAME_extra, a fresh copy
-    with the same bottom and geometry, computes the C2 - C others. Each part has its own copy of
-    the layer's followers, so a follower that mixes channels (LRN across channels) never mixes the
-    two parts and the first C units stay exactly the layer's. new = Concat NAME_wide of both ends
-    (C2 channels), prev = the layer's end zero-padded to C2 channels by Resize NAME_padded, joined by
-    DropIn NAME_widen, which the layer's consumers read. `shapes` gets the new blobs' shapes; the
-    consumers' own shapes change (re-infer them), and a note names those with learned parameters.
-    """
-    notices = notices if notices is not None else []
+def check_widenable(net, name, width, inferred):
+    """The layer `name` if it can be widened to `width` outputs (a conv or fc layer with one bottom
+    and top, axis 1, group 1, fewer outputs, a known output shape, whose output reaches no loss),
+    else a ConfigError saying why: (layer, its output shape, its unit, the learned consumers)."""
     option = "--widen %s=%s" % (name, width)
     original = find_layer(net, name, "--widen")
     kind = original.get("type")
@@ -518,19 +482,32 @@ def widen(net, name, width, dropin, shapes, p_top=False, notices=None):
     if type(width) is not int or not isinstance(outputs, int) or width <= outputs:
         raise ConfigError("%s: C2, the widened number of outputs, must be an integer above %s's num_output %s"
                           % (option, name, outputs))
-    shape = shapes.get(original.get("top"))
-    if shape is None:
-        origin = _unknown_origin(net, original.get("bottom"), original, shapes)[0]
-        raise ConfigError("%s: the shape of %s's output is unknown; give the shape of '%s' with --input-shape "
-                          "%s=C,H,W" % (option, name, origin, origin))
+    shape = known_shape(inferred, original.get("top"), "%s: %s's output" % (option, name))
     members = unit(net, original)
-    end = members[-1].get("top")
     all_layers = layers(net)
-    later = all_layers[all_layers.index(members[-1]) + 1:]
-    learned, final = _consumers(later, end)
+    learned, final = _consumers(all_layers[all_layers.index(members[-1]) + 1:], members[-1].get("top"))
     if final:
         raise ConfigError("%s: %s's output reaches the loss or accuracy layer %s, so widening it would change "
                           "the net's outputs; widen a hidden layer" % (option, name, final[0]))
+    return original, shape, members, learned
+
+
+def widen(net, name, width, dropin, inferred, p_top=False, notices=None):
+    """Grow layer `name` (Convolution, Deconvolution or InnerProduct, C outputs) to `width` = C2
+    outputs by gradual DropIn (see the module docstring); returns `Rewritten`.
+
+    The layer keeps its C units (its name and weights); the extra layer NAME_extra, a fresh copy
+    with the same bottom and geometry, computes the C2 - C others. Each part has its own copy of
+    the layer's followers, so a follower that mixes channels (LRN across channels) never mixes the
+    two parts and the first C units stay exactly the layer's. new = Concat NAME_wide of both ends
+    (C2 channels), prev = the layer's end zero-padded to C2 channels by Resize NAME_padded, joined by
+    DropIn NAME_widen (param_str config `dropin`; None: the plain wide net), which the layer's
+    consumers read; a note names those with learned parameters. inferred: `shapes.infer(net)`.
+    """
+    notices = notices if notices is not None else []
+    original, shape, members, learned = check_widenable(net, name, width, inferred)
+    outputs = (original.get("convolution_param") or original.get("inner_product_param")).get("num_output")
+    end = members[-1].get("top")
     taken = _names(net) | _blobs(net)
     extra = _fresh_copy(original)
     extra.set("name", _fresh(taken, name + "_extra"))
@@ -538,26 +515,22 @@ def widen(net, name, width, dropin, shapes, p_top=False, notices=None):
     extra_param = extra.get("convolution_param") or extra.get("inner_product_param")
     extra_param.set("num_output", width - outputs)
     if _dead(extra_param.get("weight_filler")):
-        given = "msra" if kind in CONV_TYPES else "xavier"
+        given = "msra" if original.get("type") in CONV_TYPES else "xavier"
         extra_param.set("weight_filler", Message([["type", given]]))
         notices.append("the extra units of %s get weight_filler %s: %s has none (Caffe's default, constant 0, "
                        "would make them output 0 and never learn)" % (name, given, name))
-    wide_shape = tuple(shape[:1]) + (width,) + tuple(shape[2:])
     followers = [(_fresh_copy(m), _in_place(m, m.get("bottom"))) for m in members[1:]]
-    extra_shape = tuple(shape[:1]) + (width - outputs,) + tuple(shape[2:])
-    block, extra_end = _chain(extra, followers, taken, shapes, extra_shape)
+    block, extra_end = _chain(extra, followers, taken)
     wide = _fresh(taken, name + "_wide")
     block.append(Message([["name", wide], ["type", "Concat"], ["bottom", end], ["bottom", extra_end], ["top", wide]]))
-    shapes[wide] = wide_shape
     join = wide  # without DropIn (the plain baseline) the consumers read the Concat: the wide net itself
     if dropin is not None:
         padded = _fresh(taken, name + "_padded")
         block.append(resize_layer(padded, end, padded, (shape[0], width)))
         join = _fresh(taken, name + "_widen")
         if p_top:
-            shapes[_fresh(taken, join + "_p")] = (1,)
+            _fresh(taken, join + "_p")
         block.append(dropin_layer(join, padded, wide, join, dropin, p_top))
-        shapes[join] = shapes[padded] = wide_shape
     _insert_after(net, members[-1], block)
     all_layers = layers(net)
     _rewire(all_layers[all_layers.index(block[-1]) + 1:], end, join)
@@ -568,7 +541,7 @@ def widen(net, name, width, dropin, shapes, p_top=False, notices=None):
                        "a --weights file trained before the widening cannot load %s (Caffe stops on the shape "
                        "mismatch): rename %s to start %s fresh" % (name, width, ", ".join(learned), "s" if one else "",
                                                                   width, outputs, them, them, them, them))
-    return net
+    return Rewritten([layer.get("name") for layer in block], [])
 
 
 def dropin_configs(net):
@@ -587,24 +560,6 @@ def to_native(net):
         kind = our_layer(layer)
         if kind and layer.get("type") == "Python":
             layer.set("type", native[kind])
-    return net
-
-
-def stagger(net, every):
-    """Gradual DropIn layer i (in net order, from 0) starts entering at iteration i * every."""
-    gradual = [(layer, config) for layer, config in dropin_configs(net) if config.get("mode", "gradual") == "gradual"]
-    for index, (layer, config) in enumerate(gradual):
-        config["start"] = index * every
-        layer.get("python_param").set("param_str", json.dumps(config))
-    return net
-
-
-def tailor_lengths(net, length, growth):
-    """Gradual DropIn layer i (in net order, from 0) gets length round(length * growth**i), at least 1."""
-    gradual = [(layer, config) for layer, config in dropin_configs(net) if config.get("mode", "gradual") == "gradual"]
-    for index, (layer, config) in enumerate(gradual):
-        config["length"] = max(1, int(round(length * growth ** index)))
-        layer.get("python_param").set("param_str", json.dumps(config))
     return net
 
 

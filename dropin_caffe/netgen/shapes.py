@@ -79,13 +79,13 @@ def phase_net(net, phase, stages=(), level=0):
     Like pycaffe's `caffe.Net(file, phase, level, stages)`: the net's own `state` stages count
     too, its level and phase are replaced by ours.
     """
-    keep = _keeper(net, phase, stages, level)
+    keep = keeper(net, phase, stages, level)
     kept = net.copy()
     kept.fields = [field for field in kept.fields if field[0] != "layer" or keep(field[1])]
     return kept
 
 
-def _keeper(net, phase, stages, level):
+def keeper(net, phase, stages, level):
     """Whether Caffe keeps a layer of `net` in `phase` (see phase_net)."""
     phase = _phase(phase)
     state = net.get("state")
@@ -703,7 +703,7 @@ def infer(net, phase="TRAIN", input_shapes=None, stages=(), notes=None):
         net = upgrade_net(net)
     # (position in the user's net, counting from 1, tree) of the layers kept in this phase; the
     # Input layer made of net-level inputs comes before layer #1.
-    keep, added = _keeper(net, phase, stages, 0), len(net.get_all("layer")) - declared
+    keep, added = keeper(net, phase, stages, 0), len(net.get_all("layer")) - declared
     kept = [(index - added, tree) for index, tree in enumerate(net.get_all("layer"), 1) if keep(tree)]
     trees = [tree for _, tree in kept]
     settable = {str(top) for tree in net.get_all("layer") + trees if not _inferable(tree)
