@@ -18,7 +18,9 @@ setup(
     python_requires=">=3.9",
     install_requires=["numpy", "protobuf", "jinja2", "matplotlib"],
     # run_experiments --cluster: the same Dask on client, scheduler and workers (the embedded Caffe's)
-    extras_require={"cluster": ["dask==2024.8.0", "distributed==2024.8.0"]},
+    extras_require={"cluster": ["dask==2024.8.0", "distributed==2024.8.0"],
+                    # `pip install -e ".[test]"`: the pure-Python tests on a host (those needing Caffe are skipped)
+                    "test": ["pytest", "hypothesis"]},
     data_files=[("share/dropin-caffe/prototxt_templates", glob.glob("prototxt_templates/*.j2")),
                 ("share/dropin-caffe/solvers", glob.glob("solvers/*.j2"))],
     entry_points={"console_scripts": ["%s = dropin_caffe.cli.%s:main" % (command, module) for command, module in (

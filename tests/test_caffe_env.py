@@ -5,7 +5,11 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 from conftest import REPO, processes, wait_for
+
+pytestmark = pytest.mark.caffe  # every test runs `caffe-env run` with the tests' own embedded Caffe
 
 CAFFE_ENV = os.path.join(REPO, "tools", "caffe-env")
 SANDBOXED = dict(os.environ, DROPIN_CAFFE_EMBEDDED="1")

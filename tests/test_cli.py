@@ -13,12 +13,15 @@ import re
 import subprocess
 import textwrap
 
-import caffe
 import pytest
 
+from conftest import HAS_CAFFE
 from dropin_caffe.netgen import prototxt
 from dropin_caffe.cli.expand_net import main as expand_main
 from dropin_caffe.netgen.prototxt import Enum
+
+if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
+    import caffe
 
 STOCK_MNIST = "/usr/share/doc/caffe-doc/examples/mnist"
 
@@ -302,12 +305,14 @@ def test_v1_net_mixing_layer_and_layers(write, out_dir):
     refused([net, "--replicate", "conv1=1"] + DL, out_dir, "mixes `layer` and `layers`", "1 `layer`", "3 `layers`")
 
 
+@pytest.mark.caffe
 def test_database_input_without_a_shape(tmp_path, out_dir):
     """The stock LeNet reads MNIST from an LMDB that is not here: its shape must be given."""
     net = os.path.join(STOCK_MNIST, "lenet_train_test.prototxt")
     refused([net, "--replicate", "conv2=1"] + DL, out_dir, "--input-shape", "data")
 
 
+@pytest.mark.caffe
 def test_database_input_that_is_here_gives_its_shape(tmp_path, out_dir):
     """Issue 22.5: a Data layer whose LMDB is here: its first datum's shape (cropped) is read, as
     export_net does, with a note; the net is expanded and validated at that shape."""
@@ -415,6 +420,7 @@ def test_solver_output_that_is_a_directory_writes_no_net(tiny, tiny_solver, out_
     assert not os.path.exists(os.path.join(out_dir, "tiny_dropin.prototxt"))
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("layer_name, old, new", [
     ("conv1", 'weight_filler { type: "xavier" } } }\n    layer { name: "relu1"', 'weight_filler { type: "nosuch" } } }\n    layer { name: "relu1"'),
     ("data", 'data_filler { type: "constant" value: 1 }', 'data_filler { type: "Gaussian" value: 1 }'),
@@ -429,6 +435,7 @@ def test_unknown_filler_type_is_refused_before_caffe_aborts(layer_name, old, new
             "xavier", repr(new.split('type: "')[1].split('"')[0]))
 
 
+@pytest.mark.caffe
 def test_caffe_validation_refuses_a_net_caffe_cannot_build(tiny, write, out_dir):
     """Shape inference cannot see that a Python layer's module is missing (here in the TEST phase only);
     building both phases in Caffe can. --no-validate skips that and writes the net."""
@@ -444,6 +451,7 @@ def test_caffe_validation_refuses_a_net_caffe_cannot_build(tiny, write, out_dir)
 # ---------------------------------------------------------------------------------------------
 # Successful runs
 
+@pytest.mark.caffe
 def test_dropin_net_and_solver(tiny, tiny_solver, out_dir):
     original_net = open(tiny, "rb").read()
     code, out, err = expand_net(tiny, "--replicate", "conv2=2", "--dropin-length", "50", "--regularize", "drop1=0.5",
@@ -526,6 +534,7 @@ def test_plain_baseline(tiny, tiny_solver, out_dir):
     assert (solver.get("max_iter"), solver.get("solver_mode")) == (100, Enum("GPU"))
 
 
+@pytest.mark.caffe
 def test_dropin_train_blend_goes_into_every_gradual_dropin(tiny, out_dir):
     code, _, err = expand_net(tiny, "--replicate", "conv2=2", "--regularize", "drop1=0.8", "--dropin-train", "blend",
                               "-q", *DL, "-o", out_dir)
@@ -546,6 +555,7 @@ def test_gpu_solver_gets_a_note_about_python_layers(tiny, tiny_solver, out_dir):
     assert len(notes) == 1 and notes[0].startswith("note: ") and "python/train.py" in notes[0]
 
 
+@pytest.mark.caffe
 def test_p_top_outputs_p_with_loss_weight_zero(tiny, out_dir):
     code, _, err = expand_net(tiny, "--replicate", "conv2=1", "--regularize", "drop1=0.8", "--p-top", "-q", *DL,
                               "-o", out_dir)
@@ -616,6 +626,7 @@ def test_draw(extension, magic, tiny, out_dir):
     assert sorted(contents(out_dir)) == sorted(["notes.txt", "tiny_dropin.prototxt", "tiny" + extension])
 
 
+@pytest.mark.caffe
 def test_v1_net_is_upgraded_and_expanded(write, out_dir):
     net = write("old.prototxt", V1_NET)
     code, out, err = expand_net(net, "--replicate", "conv1=1", "--add-activation", "relu", "-q", *DL, "-o", out_dir)
@@ -681,6 +692,7 @@ def test_a_typo_in_a_field_is_refused_unless_the_net_is_a_forks(write, out_dir):
     assert code == 0 and "has field convolution_param.num_outptu, which this Caffe does not know" in err, err
 
 
+@pytest.mark.caffe
 def test_stock_lenet_and_its_solver(out_dir):
     """Caffe's own LeNet files: the LMDB's shape given, both phases built in Caffe (DummyData standing in
     for the missing LMDB), the solver's paths and snapshot prefix rewritten, all else as it was."""
@@ -768,6 +780,7 @@ P_LOGGED = re.compile(r"\] +Train net output #\d+: (conv2_\d_dropin_p) = (\S+)")
 ITERATION = re.compile(r"\] Iteration (\d+)")
 
 
+@pytest.mark.caffe
 def test_caffe_train_runs_the_emitted_net(write, tmp_path, out_dir):
     """The emitted net and solver under `caffe train`: it trains, logs p per DropIn (iteration i of a
     solver with iter_size 2 logs p = i / L, since the DropIn counts iterations, not passes), and
@@ -849,6 +862,7 @@ PLACEHOLDER = """\
 """
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("given", ["1,3,16,16", "3,16,16"])
 def test_input_shape_wins_over_a_declared_placeholder(given, write, out_dir):
     """Issue 8.7: a deploy net's declared input is a placeholder; --input-shape replaces it, with a note,
@@ -869,6 +883,7 @@ def test_input_shape_wins_over_a_declared_placeholder(given, write, out_dir):
     refused([net, "--replicate", "conv1=1"] + DL, out_dir, "kernel 2 is larger than the padded input 1")
 
 
+@pytest.mark.caffe
 def test_forks_ceil_mode_is_inferred_and_validated(write, out_dir):
     """Issue 8.2: `ceil_mode: false` floors (7 -> 3, not 4), the emitted net keeps the fork's field, and
     validation still builds it in this Caffe (translated to round_mode)."""
@@ -897,6 +912,7 @@ def test_width_and_tailored_lengths_reach_the_written_net(out_dir):
     assert [(c["length"], c["start"]) for c in configs] == [(100, 0), (150, 30), (225, 60), (338, 90)]
 
 
+@pytest.mark.caffe
 def test_a_deep_thin_net_trains_under_caffe_and_every_p_moves(tmp_path, out_dir):
     """lenet-deep at depth 20, width 8, staggered with tailored lengths, under the real `caffe train`:
     every one of the 20 DropIns logs a p that rises over 40 iterations, to the value its schedule gives."""

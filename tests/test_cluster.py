@@ -7,10 +7,13 @@ import threading
 
 import pytest
 
-from conftest import processes, wait_for
+from conftest import HAS_CAFFE, processes, wait_for
 from dropin_caffe.cli import run_experiments
 from dropin_caffe.experiments import config, runner, training
-from dropin_caffe.experiments.cluster import Cluster
+
+pytestmark = pytest.mark.caffe  # every test trains with `caffe train` on Dask workers
+if HAS_CAFFE:  # (the embedded Caffe has Dask) else the module is still collected, and conftest skips its tests
+    from dropin_caffe.experiments.cluster import Cluster
 
 SWEEP = config.Experiment(
     "sweep", "mnist", 300, 100, [1, 2, 3],

@@ -12,18 +12,21 @@ import struct
 import sys
 import tarfile
 
-import caffe
-import lmdb
 import numpy as np
 import pytest
-from caffe.proto import caffe_pb2
 
+from conftest import HAS_CAFFE
 from dropin_caffe import env
 from dropin_caffe.cli import make_dataset
 from dropin_caffe.experiments import datasets
 from dropin_caffe.experiments.datasets import lmdb as lmdb_writer, sources
 from dropin_caffe.netgen import templates
 from dropin_caffe.errors import ConfigError
+
+if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
+    import caffe
+    import lmdb
+    from caffe.proto import caffe_pb2
 
 IDX_NAMES = {"train images": "train-images-idx3-ubyte", "train labels": "train-labels-idx1-ubyte",
              "test images": "t10k-images-idx3-ubyte", "test labels": "t10k-labels-idx1-ubyte"}
@@ -110,6 +113,7 @@ def check_split(result, part, images, labels, digits):
 # MNIST-format IDX files
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("writer, wrote_with", [("caffe", "convert_mnist_data"), ("python", "python")])
 def test_mnist_idx_files_round_trip_pixel_for_pixel(tmp_path, writer, wrote_with):
     arrays = write_mnist(str(tmp_path / "src"))
@@ -127,6 +131,7 @@ def test_mnist_idx_files_round_trip_pixel_for_pixel(tmp_path, writer, wrote_with
         "mnist_dataset.json", "mnist_mean.binaryproto", "mnist_test_lmdb", "mnist_train_lmdb"]
 
 
+@pytest.mark.caffe
 def test_caffe_converter_and_python_writer_write_the_same_bytes(tmp_path):
     write_mnist(str(tmp_path / "src"), train=25, test=9, seed=3)
     made = [datasets.prepare("mnist", str(tmp_path / writer), source=str(tmp_path / "src"), writer=writer)
@@ -137,6 +142,7 @@ def test_caffe_converter_and_python_writer_write_the_same_bytes(tmp_path):
         assert a.read() == b.read()
 
 
+@pytest.mark.caffe
 def test_gzip_files_mirror_names_and_tar_archives_read_the_same(tmp_path):
     dotted = {role: name.replace("-idx", ".idx") for role, name in IDX_NAMES.items()}
     arrays = write_mnist(str(tmp_path / "gz" / "inner"), seed=5, gz=True, names=dotted)
@@ -150,6 +156,7 @@ def test_gzip_files_mirror_names_and_tar_archives_read_the_same(tmp_path):
         check_split(result, "test", arrays["test images"][:, None], arrays["test labels"], 8)
 
 
+@pytest.mark.caffe
 def test_counts_take_the_first_examples(tmp_path):
     arrays = write_mnist(str(tmp_path / "src"), train=20, test=10, seed=1)
     result = datasets.prepare("mnist", str(tmp_path / "out"), train_count=7, test_count=3,
@@ -160,6 +167,7 @@ def test_counts_take_the_first_examples(tmp_path):
     assert result["source_counts"] == {"train": 20, "test": 10}
 
 
+@pytest.mark.caffe
 def test_embedded_mnist_is_the_full_real_set_and_subsets_come_from_it(tmp_path):
     archive = env.mnist_archive()
     with tarfile.open(archive) as tar:
@@ -174,6 +182,7 @@ def test_embedded_mnist_is_the_full_real_set_and_subsets_come_from_it(tmp_path):
         check_split(result, part, images, np.frombuffer(labels, np.uint8, count, 8), 8)
 
 
+@pytest.mark.caffe
 def test_fashion_mnist_subset_from_debian_package(tmp_path):
     folder = sources.FASHION_DIR
     result = datasets.prepare("fashion-mnist", str(tmp_path / "out"), train_count=30, test_count=20)
@@ -228,6 +237,7 @@ def check_cifar(result, batches):
     assert result["shape"] == (3, 32, 32)
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
 def test_cifar_python_batches_read_back_exactly(tmp_path, protocol):
     batches = cifar_batches(np.random.default_rng(protocol))
@@ -237,6 +247,7 @@ def test_cifar_python_batches_read_back_exactly(tmp_path, protocol):
     assert (result["train_count"], result["test_count"]) == (15, 6)
 
 
+@pytest.mark.caffe
 def test_cifar_binary_batches_read_back_exactly(tmp_path):
     batches = cifar_batches(np.random.default_rng(1))
     write_binary_batches(str(tmp_path / "bin"), batches)
@@ -246,6 +257,7 @@ def test_cifar_binary_batches_read_back_exactly(tmp_path):
     assert result["writer"] == "python"  # convert_cifar_data only converts 5 x 10000 + 10000 images
 
 
+@pytest.mark.caffe
 def test_full_size_cifar_goes_through_convert_cifar_data_and_matches_the_python_writer(tmp_path):
     batches = cifar_batches(np.random.default_rng(2), sizes=(10000,) * 6)
     write_binary_batches(str(tmp_path / "bin"), batches)
@@ -271,6 +283,7 @@ def test_full_size_cifar_goes_through_convert_cifar_data_and_matches_the_python_
 # Caffe's Data layer reads what was written
 
 
+@pytest.mark.caffe
 def test_stock_lenet_reads_the_mnist_lmdb(tmp_path, write):
     arrays = write_mnist(str(tmp_path / "src"), seed=7)
     result = datasets.prepare("mnist", str(tmp_path / "out"), source=str(tmp_path / "src"))
@@ -283,6 +296,7 @@ def test_stock_lenet_reads_the_mnist_lmdb(tmp_path, write):
     assert np.isfinite(net.blobs["loss"].data).all()
 
 
+@pytest.mark.caffe
 def test_cifar10_quick_reads_the_cifar_lmdb_and_mean(tmp_path, write):
     batches = cifar_batches(np.random.default_rng(4))
     write_binary_batches(str(tmp_path / "bin"), batches)
@@ -302,6 +316,7 @@ def test_cifar10_quick_reads_the_cifar_lmdb_and_mean(tmp_path, write):
 # Reuse, overwrite and interruption
 
 
+@pytest.mark.caffe
 def test_matching_outputs_are_reused_and_others_refused_without_force(tmp_path):
     write_mnist(str(tmp_path / "src"))
     out, source = str(tmp_path / "out"), str(tmp_path / "src")
@@ -331,6 +346,7 @@ def test_foreign_lmdb_in_the_way_is_refused(tmp_path):
     assert os.listdir(str(tmp_path / "out")) == ["mnist_test_lmdb"]
 
 
+@pytest.mark.caffe
 def test_interrupted_build_leaves_nothing_and_keeps_the_old_outputs(tmp_path, monkeypatch):
     write_mnist(str(tmp_path / "src"))
     source = str(tmp_path / "src")
@@ -458,6 +474,7 @@ def test_bad_cifar_batches_are_refused_in_one_line_and_nothing_is_written(tmp_pa
     assert_refused(["cifar10", "--source", folder], message, str(tmp_path / "out"), capsys)
 
 
+@pytest.mark.caffe
 def test_bad_requests_are_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
     folder, out = str(tmp_path / "src"), str(tmp_path / "out")
     write_mnist(folder)
@@ -486,6 +503,7 @@ def test_bad_requests_are_refused_before_anything_is_written(tmp_path, capsys, m
     assert not os.path.exists(out)
 
 
+@pytest.mark.caffe
 def test_cli_prints_what_it_wrote_then_what_it_reused(tmp_path, capsys):
     folder, out = str(tmp_path / "src"), str(tmp_path / "out")
     write_mnist(folder)
@@ -503,6 +521,7 @@ def test_cli_prints_what_it_wrote_then_what_it_reused(tmp_path, capsys):
     assert code == 2 and "test_count 4, asked 12" in stderr
 
 
+@pytest.mark.caffe
 def test_ctrl_c_is_one_line_exit_130_and_leaves_no_output(tmp_path, capsys, monkeypatch):
     """Ctrl-C while the LMDBs are being written: one line (no traceback), exit code 130, and the
     output folder it was creating is gone."""

@@ -5,6 +5,8 @@ import importlib.util
 import os
 import re
 
+import pytest
+
 from conftest import REPO
 
 EXAMPLES = os.path.join(REPO, "docs", "expand_net_examples.md")
@@ -95,6 +97,7 @@ def test_the_readme_is_a_front_page():
     assert "tools/caffe-env run python3 -m pytest -q tests" in text
 
 
+@pytest.mark.caffe  # the examples show what expand_net prints where Caffe validates the nets
 def test_the_expand_net_examples_are_current(tmp_path):
     spec = importlib.util.spec_from_file_location("make_docs_examples",
                                                   os.path.join(REPO, "tools", "make_docs_examples.py"))

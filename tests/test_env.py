@@ -5,6 +5,8 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
+
 from conftest import REPO
 
 from dropin_caffe import env
@@ -78,6 +80,7 @@ def caffe_env(site, environ, *argv, cwd=None):
                           universal_newlines=True, env=environ, cwd=cwd)
 
 
+@pytest.mark.caffe
 def test_an_installed_package_brings_itself_and_not_its_site_packages(tmp_path):
     """Issue 22.1: pip's site-packages (another Python's numpy) must not reach Caffe's Python."""
     site, environ = _installed_copy(tmp_path)
@@ -108,6 +111,7 @@ def test_an_installed_package_binds_the_package_alone(monkeypatch):
         shutil.rmtree(outer)
 
 
+@pytest.mark.caffe
 def test_printed_commands_run_from_any_folder(tmp_path):
     """Issue 22.3: from a checkout, absolute paths; installed, the console scripts, which caffe-env
     runs with Caffe's python3."""

@@ -37,6 +37,7 @@ CASES = [
 ]
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("path,data,plan", CASES, ids=["%s-%d" % (c[0].split("/")[-2], i) for i, c in enumerate(CASES)])
 def test_caffe_doc_net_expands_and_runs_in_caffe(path, data, plan):
     net = upgrade_net(prototxt.read(DOC + path))
@@ -53,6 +54,7 @@ def test_caffe_doc_net_expands_and_runs_in_caffe(path, data, plan):
     assert len(joins) >= expected
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("preset", sorted(plans.PRESETS))
 def test_presets_run_in_caffe(preset):
     template, plan = plans.preset_plan(preset)
@@ -96,6 +98,7 @@ def test_lenet_deep_depth_and_fillers():
         expand_net(preset="cifar10-11", depth=3)
 
 
+@pytest.mark.caffe
 def test_lenet_deep_width_sets_conv2_and_its_replicas_channels(tmp_path):
     """--width C: conv2 and every added layer have C channels, ip1 reads 4*4*C values; Caffe builds it
     (expand_net validates in Caffe) and its weight blobs have those shapes."""
@@ -122,6 +125,7 @@ def test_lenet_deep_width_sets_conv2_and_its_replicas_channels(tmp_path):
         expand_net(preset="alexnet-13", width=8)
 
 
+@pytest.mark.caffe
 def test_lenet_deep_at_depth_100_joins_every_layer_in_turn_and_builds_in_caffe():
     """100 added layers, staggered with tailored lengths: names, the chain of joins (DropIn i joins
     DropIn i-1's output, prev, with replica i's ReLU output, new), shapes, and Caffe's own check."""
@@ -164,6 +168,7 @@ def test_summary_marks_joins_and_totals_both_nets():
                          "556,180 parameters, 2 DropIn/Resize layers (*)")
 
 
+@pytest.mark.caffe
 def test_a_trained_net_patched_deeper_keeps_its_weights(tmp_path):
     """`caffe train --weights=ORIGINAL.caffemodel` on the expanded net starts the original layers
     from the trained model and the replicas from their fillers."""

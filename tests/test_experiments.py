@@ -39,6 +39,7 @@ def run(argv, capsys):
     return code, out, err
 
 
+@pytest.mark.caffe
 def test_a_short_experiment_trains_parses_and_plots(tmp_path, short, capsys):
     out_dir, data_dir = str(tmp_path / "out"), str(tmp_path / "data")
     code, out, err = run([short, "-o", out_dir, "--data-dir", data_dir], capsys)
@@ -73,6 +74,7 @@ def test_a_short_experiment_trains_parses_and_plots(tmp_path, short, capsys):
     assert '\\"seed\\": 2000' in net and '\\"seed\\": 2001' in net
 
 
+@pytest.mark.caffe
 def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path, capsys):
     broken_net = tmp_path / "broken.prototxt"  # builds in expand_net, then fails in Caffe's net setup
     broken_net.write_text("""
@@ -146,6 +148,7 @@ def test_bad_experiment_files(tmp_path, capsys, content, message):
 QUICK = ["--template", "cifar10_quick", "--set", "train_batch_size=16"]
 
 
+@pytest.mark.caffe
 def test_a_chained_run_starts_from_the_final_weights_of_the_one_before(tmp_path, capsys):
     """cifar10_quick trained 10 iterations, then the same net with 2 identity replicas after conv2
     (function-preserving: conv2 is followed by relu2) started from its final weights: the deep run's
@@ -195,10 +198,12 @@ def test_a_bad_configuration_is_one_line_before_any_data_is_made(tmp_path, capsy
 
 
 @pytest.mark.parametrize("solver, message", [
-    ({"lr_policyy": "fixed"}, 'configuration "LeNet": its solver with the experiment\'s "solver" fields: '),
+    pytest.param({"lr_policyy": "fixed"}, 'configuration "LeNet": its solver with the experiment\'s "solver" fields: ',
+                 marks=pytest.mark.caffe),  # caffe_pb2 checks the solver
     ({"max_iter": 10}, '"solver" cannot set max_iter: the runner sets it'),
     ({"weight_decay": [0]}, '"solver" maps solver field names to numbers or strings'),
-    ({"base_lr": "fast"}, 'configuration "LeNet": its solver with the experiment\'s "solver" fields: '),
+    pytest.param({"base_lr": "fast"}, 'configuration "LeNet": its solver with the experiment\'s "solver" fields: ',
+                 marks=pytest.mark.caffe),
 ], ids=["unknown field", "runner's field", "list value", "string for a float"])
 def test_bad_solver_fields_are_one_line_before_any_data_is_made(tmp_path, capsys, solver, message):
     path = tmp_path / "bad.json"
@@ -229,6 +234,7 @@ def test_unknown_experiment_names_the_built_in_ones(capsys):
     assert code == 2 and "no built-in experiment 'lenet-depp'" in err and "lenet-deep" in err
 
 
+@pytest.mark.caffe
 def test_built_in_experiments_build_their_nets(tmp_path):
     """Every configuration of every built-in experiment turns into a net and solver expand_net accepts."""
     data = {"train_lmdb": "/data/train", "test_lmdb": "/data/test", "mean_file": "/data/mean", "shape": (1, 28, 28),
@@ -245,6 +251,7 @@ def test_built_in_experiments_build_their_nets(tmp_path):
             assert "/data/train" in open(os.path.join(run_dir, "net.prototxt")).read()
 
 
+@pytest.mark.caffe
 def test_a_configuration_with_native_layers_trains_under_caffe_with_them_preloaded(tmp_path, capsys):
     native = dict(SHORT, name="native", seeds=[1], configurations={
         "native DropIn": SHORT["configurations"]["LeNet-deep DropIn"] + ["--native"]})
@@ -280,6 +287,7 @@ def test_a_log_that_stopped_before_max_iter_is_not_finished():
     assert training.finished(done, 0, 200) and not training.finished(done, 1, 200)
 
 
+@pytest.mark.caffe
 def test_caffe_stopped_by_ctrl_c_is_not_marked_done(tmp_path):
     """The real `caffe train` on a tiny net with a large max_iter, stopped through the runner's stop
     (what Ctrl-C does): Caffe exits 0 saying "Optimization Done.", the run is not done."""

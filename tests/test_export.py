@@ -11,16 +11,18 @@ import re
 import subprocess
 import time
 
-import caffe
-import cv2
 import numpy as np
 import pytest
 
 import dropin_caffe
-from conftest import NATIVE_TYPES, our_layer, python_layer
+from conftest import HAS_CAFFE, NATIVE_TYPES, our_layer, python_layer
 from dropin_caffe.cli.export_net import main as export_main
 from dropin_caffe.cli.expand_net import main as expand_main
 from dropin_caffe.netgen import prototxt
+
+if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
+    import caffe
+    import cv2
 
 LOW = 2 ** 22
 
@@ -108,6 +110,7 @@ def resize_net(impl):
         '  convolution_param { num_output: 2 kernel_size: 1 } }\n'])
 
 
+@pytest.mark.caffe
 def test_d_resize_layers_become_fixed_stock_layers_that_caffe_and_opencv_run(write, tmp_path, impl):
     net = write("resizes.prototxt", resize_net(impl))
     weights = save_weights(str(tmp_path / "resizes.caffemodel"), net)
@@ -170,6 +173,7 @@ def small_net(impl):
     return "".join(lines[:7] + [reg] + lines[7:8] + [blend] + lines[8:9] + [back] + lines[9:])
 
 
+@pytest.mark.caffe
 def test_c_regularize_blend_and_test_prev_export_for_caffe_and_opencv(write, tmp_path, impl):
     net = write("small.prototxt", small_net(impl))
     weights = save_weights(str(tmp_path / "small.caffemodel"), net, {"reg": 7, "blend": 30, "back": 5})
@@ -196,6 +200,7 @@ def test_c_regularize_blend_and_test_prev_export_for_caffe_and_opencv(write, tmp
     assert opencv["prob"] <= 1e-4
 
 
+@pytest.mark.caffe
 def test_train_val_refuses_a_blend_unless_allowed(write, tmp_path):
     net = write("small.prototxt", small_net("python"))
     weights = save_weights(str(tmp_path / "small.caffemodel"), net, {"reg": 7, "blend": 30, "back": 5})
@@ -216,6 +221,7 @@ def test_train_val_refuses_a_blend_unless_allowed(write, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Bad input: one line, exit 2, nothing written
 
+@pytest.mark.caffe
 def test_bad_inputs_are_one_line_and_write_nothing(write, tmp_path):
     net = write("small.prototxt", small_net("python"))
     weights = save_weights(str(tmp_path / "small.caffemodel"), net, {"reg": 7, "blend": 30, "back": 5})
@@ -267,6 +273,7 @@ layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "sum" }
 """
 
 
+@pytest.mark.caffe
 def test_a_dropin_whose_top_is_changed_in_place_while_new_is_read_again_becomes_a_copy(write, tmp_path):
     """Reading `new` for the removed DropIn would let the ReLU overwrite `new` before "b" reads it."""
     net = write("inplace.prototxt", IN_PLACE_NET % python_layer("drop", "DropIn", ["prev", "new"], ["drop"],
@@ -283,6 +290,7 @@ def test_a_dropin_whose_top_is_changed_in_place_while_new_is_read_again_becomes_
     assert proved["sum"] <= 1e-5 and opencv["sum"] <= 1e-4
 
 
+@pytest.mark.caffe
 def test_a_data_layer_whose_source_is_not_here_needs_input_shape(write, tmp_path):
     net = write("small.prototxt", small_net("python"))
     weights = save_weights(str(tmp_path / "small.caffemodel"), net, {"reg": 7, "blend": 30, "back": 5})
@@ -304,6 +312,7 @@ def test_a_data_layer_whose_source_is_not_here_needs_input_shape(write, tmp_path
         == [1, 1, 2, 3]
 
 
+@pytest.mark.caffe
 def test_a_layer_reading_a_p_top_is_refused(write, tmp_path):
     net = write("ptop.prototxt", IN_PLACE_NET.split("%s")[0] + python_layer(
         "drop", "DropIn", ["prev", "new"], ["drop", "drop_p"], '{"name": "drop", "length": 10}') +
@@ -314,6 +323,7 @@ def test_a_layer_reading_a_p_top_is_refused(write, tmp_path):
     assert "layer 'use_p' reads 'drop_p', the p top of DropIn 'drop', which the export removes" in err
 
 
+@pytest.mark.caffe
 def test_outputs_that_differ_exit_1_and_write_nothing(write, tmp_path, monkeypatch):
     """The blends differ from the Python layer's arithmetic by float32 rounding (2e-8 relative);
     with no tolerance at all that is a difference, which must stop the export."""
@@ -331,6 +341,7 @@ def test_outputs_that_differ_exit_1_and_write_nothing(write, tmp_path, monkeypat
     assert sorted(os.listdir(tmp_path / "out")) == ["small_deploy.caffemodel", "small_deploy.prototxt"]
 
 
+@pytest.mark.caffe
 def test_the_python_api_and_the_tool(write, tmp_path):
     assert "export_net" in dropin_caffe.__all__
     net = write("resizes.prototxt", resize_net("python"))
@@ -361,6 +372,7 @@ layer { name: "scores" type: "InnerProduct" bottom: "ip1" top: "scores" inner_pr
 """
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("count, merged", [(4, True), (2, False)])
 def test_a_finished_widening_exports_as_one_wide_layer(tmp_path, count, merged):
     """expand_net --widen at p = 1: conv1 (3 + 2 outputs) and ip1 (4 + 3) each become one layer
@@ -466,6 +478,7 @@ def mnist_images(mnist, tmp_path, count=16):
     return net.blobs["data"].data.copy()
 
 
+@pytest.mark.caffe
 def test_a_trained_mnist_net_exports_for_caffe_test_and_opencv(trained, mnist, tmp_path):
     out_dir, weights = trained
     net = os.path.join(out_dir, "lenet_deep_dropin.prototxt")
@@ -523,6 +536,7 @@ def test_a_trained_mnist_net_exports_for_caffe_test_and_opencv(trained, mnist, t
     assert set(plain_net.params) == set(stock_net.params)
 
 
+@pytest.mark.caffe
 def test_b_mid_schedule_with_stagger_blends_every_dropin(mnist, tmp_path):
     out_dir = str(tmp_path / "b")
     expand(out_dir, mnist, "--stagger", 20, depth=3, max_iter=50)

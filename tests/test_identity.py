@@ -2,16 +2,19 @@
 import io
 import os
 
-import caffe
 import numpy as np
 import pytest
 
+from conftest import HAS_CAFFE
 from dropin_caffe import env
 from dropin_caffe.cli.expand_net import main as expand_main
 from dropin_caffe.errors import ConfigError
 from dropin_caffe.experiments.datasets import sources
 from dropin_caffe.netgen import identity, prototxt, templates
 from dropin_caffe.netgen.expand import expand_net
+
+if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
+    import caffe
 
 # cifar10_quick on MNIST-sized images; its conv2 is followed by relu2, so a replica reads a
 # non-negative blob and its identity start (then its copied ReLU) passes it on unchanged.
@@ -23,6 +26,7 @@ def mnist_images(count):
     return train.images[:count].astype(np.float32) / 255.0
 
 
+@pytest.mark.caffe
 def test_identity_replicas_leave_the_output_unchanged_at_step_0(tmp_path):
     out_dir = str(tmp_path / "out")
     expansion = expand_net(template="cifar10_quick", replicate={"conv2": 2}, dropin=False, replica_init="identity",
@@ -54,6 +58,7 @@ def test_identity_replicas_leave_the_output_unchanged_at_step_0(tmp_path):
     assert np.array_equal(expanded.blobs["conv2_2"].data, original.blobs["conv2"].data)
 
 
+@pytest.mark.caffe
 def test_the_cli_writes_the_weights_and_prints_the_caffe_train_command(tmp_path):
     out_dir = str(tmp_path / "out")
     out, err = io.StringIO(), io.StringIO()

@@ -136,6 +136,7 @@ def approx(value, nan_ok=False):
 
 # real logs, values by hand
 
+@pytest.mark.caffe
 def test_two_test_nets_every_value_by_hand(runs):
     log = logged("two_tests", runs)
     assert log.train_loss == {i: approx(loss_of([1, 0], 0)) for i in range(16)}
@@ -158,6 +159,7 @@ def test_two_test_nets_every_value_by_hand(runs):
     assert log.iterations == list(range(16))
 
 
+@pytest.mark.caffe
 def test_records_keep_phase_net_and_log_order(runs):
     log = logged("two_tests", runs)
     assert len(log.records) == 15 * 2 + 4 * (3 + 2)
@@ -167,6 +169,7 @@ def test_records_keep_phase_net_and_log_order(runs):
     assert all(r.net == 0 for r in log.records if r.phase == "train")
 
 
+@pytest.mark.caffe
 def test_reported_speed_and_timestamp_speed(runs):
     text, _, seconds = runs["two_tests"]
     log = logged("two_tests", runs)
@@ -178,6 +181,7 @@ def test_reported_speed_and_timestamp_speed(runs):
     assert log.iterations_per_second >= 15 / seconds
 
 
+@pytest.mark.caffe
 def test_no_test_phase(runs):
     log = logged("no_test", runs)
     assert log.train_loss == {i: approx(loss_of([1, 0], 0)) for i in (0, 2, 4, 6)}
@@ -189,6 +193,7 @@ def test_no_test_phase(runs):
 
 # real logs, random nets: a resumed run, and the two logs appended into one
 
+@pytest.mark.caffe
 def test_display_5_and_resume(runs):
     first, resumed = logged("first", runs), logged("resumed", runs)
     assert sorted(first.train_loss) == [0, 5, 10] and sorted(resumed.train_loss) == [10, 15, 20]
@@ -209,6 +214,7 @@ def test_display_5_and_resume(runs):
                                  % (iteration, net, output, re.escape("%g" % value)), text)
 
 
+@pytest.mark.caffe
 def test_appended_resume_supersedes_what_the_first_run_logged_from_its_start(runs):
     first, resumed, both = logged("first", runs), logged("resumed", runs), logged("appended", runs)
     assert both.runs == 2 and both.finished
@@ -340,6 +346,7 @@ def test_read_log_errors(tmp_path, kind):
 
 # CSV
 
+@pytest.mark.caffe
 def test_rows_for_columns_and_values(runs):
     log = logged("two_tests", runs)
     rows = rows_for(log, "known/seed3", "known", 3)
@@ -354,6 +361,7 @@ def test_rows_for_columns_and_values(runs):
     assert rows[15]["p/d1_p"] == 1.0
 
 
+@pytest.mark.caffe
 def test_write_csv_round_trip_several_logs(tmp_path, runs):
     rows = rows_for(logged("two_tests", runs), "a", "known", 1) + rows_for(parse_log(PLAIN), "b", "lenet", 2)
     path = str(tmp_path / "table.csv")
@@ -394,6 +402,7 @@ def test_read_log_damaged_gz_is_one_line_config_error(tmp_path, damage):
     assert "\n" not in message and message.startswith("log %s cannot be read (the gzip data is" % path)
 
 
+@pytest.mark.caffe
 def test_a_diverged_net_logs_accuracy_1_and_is_read_as_nan(tmp_path):
     """Caffe's Accuracy counts an image whose class scores are all NaN as right: a net that diverged
     logs accuracy 1. The reader masks every output of a test whose loss is not finite, marks the log

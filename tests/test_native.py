@@ -6,13 +6,15 @@ import shutil
 import subprocess
 import sys
 
-import caffe
 import numpy as np
 import pytest
 
-from conftest import REPO, input_layer, python_layer
+from conftest import HAS_CAFFE, REPO, input_layer, python_layer
 from dropin_caffe import native
 from dropin_caffe.cli.native import main
+
+if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
+    import caffe
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +30,7 @@ def counter_net(write, native_type, name):
     return write(name, text)
 
 
+@pytest.mark.caffe
 def test_load_twice_and_after_import_caffe_is_harmless(library):
     assert native.load() == library == native.path()
     ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
@@ -35,10 +38,12 @@ def test_load_twice_and_after_import_caffe_is_harmless(library):
     assert native.info()["built"] == "yes"
 
 
+@pytest.mark.caffe
 def test_build_is_cached(library):
     assert native.build() == library
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("saved_by,loaded_by", [(False, True), (True, False)])
 def test_a_caffemodel_loads_into_the_other_implementation(write, library, saved_by, loaded_by):
     count = 3 * 2 ** 22 + 17
@@ -52,6 +57,7 @@ def test_a_caffemodel_loads_into_the_other_implementation(write, library, saved_
     assert int(high) * 2 ** 22 + int(low) == count + 1
 
 
+@pytest.mark.caffe
 def test_another_build_of_the_types_stops_with_a_message(tmp_path, library):
     other = str(tmp_path / "libother.so")
     shutil.copy(library, other)
@@ -90,6 +96,7 @@ def test_a_cuda_libcaffe_is_refused(monkeypatch, tmp_path):
         native.build()
 
 
+@pytest.mark.caffe
 def test_missing_headers_name_the_package(monkeypatch, tmp_path, library):
     monkeypatch.setenv("DROPIN_CAFFE_HOME", str(tmp_path))  # an empty cache: a build is needed
     monkeypatch.setattr(native, "HEADERS", (("caffe/layer.hpp", "libcaffe-dev (Ubuntu: libcaffe-cpu-dev)"),
@@ -100,6 +107,7 @@ def test_missing_headers_name_the_package(monkeypatch, tmp_path, library):
     assert not [name for name in os.listdir(str(tmp_path / "native")) if name.endswith(".so")]
 
 
+@pytest.mark.caffe
 def test_cli_path_and_info(library, capsys):
     assert main(["path"]) == 0
     assert capsys.readouterr().out.strip() == library
@@ -108,6 +116,7 @@ def test_cli_path_and_info(library, capsys):
     assert "types:    DropIn DropInResize" in out and "built:    yes" in out
 
 
+@pytest.mark.caffe
 def test_select_is_bit_exact_for_nan_and_negative_zero(write, library):
     text = "force_backward: true\n" + input_layer("prev", (4, 100)) + input_layer("new", (4, 100))
     text += python_layer("drop", "DropIn", ["prev", "new"], ["out"], '{"mode": "regularize", "p_new": 0.5}')
@@ -118,6 +127,7 @@ def test_select_is_bit_exact_for_nan_and_negative_zero(write, library):
     assert set(np.unique(out)) <= {np.float32(-0.0).view(np.uint32), np.float32(np.nan).view(np.uint32)}
 
 
+@pytest.mark.caffe
 def test_caffe_random_seed_makes_unseeded_masks_reproducible(write, library):
     text = input_layer("prev", (8, 64)) + input_layer("new", (8, 64))
     text += python_layer("drop", "DropIn", ["prev", "new"], ["out"], '{"mode": "regularize", "p_new": 0.5}')
@@ -144,6 +154,7 @@ def test_caffe_env_preloads_the_library_for_the_caffe_command_only(monkeypatch, 
     assert env._preload_native(["python3", "-m", "pytest"], {}) is None
 
 
+@pytest.mark.caffe
 def test_blobs_past_the_streaming_size_select_and_route_exactly(write, library):
     shape = (100, 32, 32, 33)  # 13.5 MB a blob: written with non-temporal stores; not a multiple of 64 units
     text = "force_backward: true\n" + input_layer("prev", shape) + input_layer("new", shape)
@@ -162,6 +173,7 @@ def test_blobs_past_the_streaming_size_select_and_route_exactly(write, library):
     assert np.array_equal(net.blobs["prev"].diff, np.where(from_new, 0, net.blobs["prev"].data))
 
 
+@pytest.mark.caffe
 def test_the_cache_key_follows_the_sources_and_libcaffe(monkeypatch, tmp_path, library):
     sources = tmp_path / "sources"
     shutil.copytree(native.HERE, str(sources), ignore=shutil.ignore_patterns("__pycache__", "*.py"))

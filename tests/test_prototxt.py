@@ -22,6 +22,7 @@ def raw_text(path):
         return stream.read()
 
 
+@pytest.mark.caffe
 def test_caffe_doc_has_the_stock_prototxts():
     # Guards the parametrized test below against silently running on nothing.
     assert STOCK
@@ -29,6 +30,7 @@ def test_caffe_doc_has_the_stock_prototxts():
     assert any("solver" in os.path.basename(path) for path in STOCK)
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("path", STOCK, ids=lambda p: os.path.relpath(p, CAFFE_DOC))
 def test_stock_prototxt_round_trips_and_caffe_agrees(path):
     tree = read(path)
@@ -70,6 +72,7 @@ def test_fields_messages_lists_comments_and_separators():
     assert tree.get_all("dim") == [1, 2, 3, 4]
 
 
+@pytest.mark.caffe
 def test_strings_quotes_escapes_and_concatenation():
     tree = parse(r"""
         a: 'single "inner"'
@@ -117,6 +120,7 @@ def test_numbers_in_every_form():
     assert parse(text) == tree and dumps(parse(text)) == text
 
 
+@pytest.mark.caffe
 def test_floats_written_shortest_and_caffe_reads_them_back():
     source = """
         base_lr: 1e-05 momentum: 0.9 weight_decay: 5e-4 gamma: .1 delta: 1.5f
@@ -140,6 +144,7 @@ def test_enums_and_bools():
                            "d: false\ne: false\nf: false\ng: tru\n")
 
 
+@pytest.mark.caffe
 def test_fork_layer_fields_survive():
     # SSD's PriorBox: a layer type and a parameter message that stock caffe_pb2 does not know.
     source = """
@@ -279,6 +284,7 @@ def test_write_creates_then_refuses_to_overwrite_then_forces(tmp_path):
     assert os.listdir(str(tmp_path)) == ["net.prototxt"]
 
 
+@pytest.mark.caffe
 def test_write_gz_is_stable(tmp_path):
     tree = read(STOCK[0])
     write(str(tmp_path / "a.prototxt.gz"), tree)
@@ -339,6 +345,7 @@ def test_message_copy_is_deep_and_equality_is_strict():
     assert repr(parse("a: MAX b: 'c'")) == "Message([['a', Enum('MAX')], ['b', 'c']])"
 
 
+@pytest.mark.caffe
 def test_check_with_caffe_pb2_finds_a_mismatch_and_bad_input():
     text = 'name: "a" layer { name: "x" type: "ReLU" }'
     assert check_with_caffe_pb2(text, "net") is True
@@ -357,6 +364,7 @@ def test_check_with_caffe_pb2_without_caffe_returns_false(monkeypatch):
     assert check_with_caffe_pb2("anything_at_all: 1", "net") is False
 
 
+@pytest.mark.caffe
 def test_non_finite_and_extreme_numbers_reach_caffe_unchanged():
     source = ("clip_gradients: -inf delta: 1e999 base_lr: 1e+20 momentum: -0.0 gamma: nan "
               "weight_decay: -Infinity power: 1.5f max_iter: 0x7fffffff")

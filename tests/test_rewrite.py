@@ -2,13 +2,15 @@
 import json
 import re
 
-import caffe
 import numpy
 import pytest
 
-from conftest import input_layer
+from conftest import HAS_CAFFE, input_layer
 from dropin_caffe.netgen import plan as plans, prototxt, rewrite, shapes, validate
 from dropin_caffe.errors import ConfigError
+
+if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
+    import caffe
 
 NET = """
 name: "small"
@@ -211,6 +213,7 @@ layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc" inner_product_
 """
 
 
+@pytest.mark.caffe
 def test_replicas_of_a_layer_without_weight_filler_get_a_live_one():
     """Issue 8.4: Caffe's default filler (constant 0) would make a replica output 0 and never learn."""
     net, notices = prototxt.parse(DEPLOY), []
@@ -232,6 +235,7 @@ def test_replicas_of_a_layer_without_weight_filler_get_a_live_one():
     assert layer(other, "conv1_1").get("convolution_param").get("weight_filler").get("std") == 0.02
 
 
+@pytest.mark.caffe
 def test_copied_batch_norm_trains_its_statistics():
     """Issue 8.5: a replica's BatchNorm must not keep the deploy net's use_global_stats: true."""
     net, notices = prototxt.parse(DEPLOY), []
@@ -261,6 +265,7 @@ layer { name: "sum" type: "Eltwise" bottom: "relu2" bottom: "conv2" top: "sum" }
 """
 
 
+@pytest.mark.caffe
 def test_followers_with_their_own_tops_belong_to_the_unit():
     """Issue 8.6: BatchNorm/Scale/ReLU/LRN with separate tops follow conv1; the replica comes after them,
     carries copies of them, and its DropIn joins the end of both chains."""
@@ -298,6 +303,7 @@ layer { name: "out" type: "Convolution" bottom: "concat" top: "out"
 """
 
 
+@pytest.mark.caffe
 def test_regularize_after_a_join_takes_prev_from_where_the_branches_split():
     """Issue 8.3: after a Concat, prev was the Concat's first input (half the channels prev == new, the
     other half zeros); prev is the common ancestor of the branches, named in a note."""
@@ -389,6 +395,7 @@ def test_widen_emits_the_extra_layer_concat_padded_prev_and_dropin(net):
                        "mismatch): rename it to start it fresh"]
 
 
+@pytest.mark.caffe
 def test_widen_an_inner_product_copies_its_dropout_and_gives_a_live_filler(net):
     found = shapes.infer(net)
     notices = []
@@ -433,6 +440,7 @@ def forced(caffe_net, join, count):
     return {blob: caffe_net.blobs[blob].data.copy() for blob in caffe_net.blobs}
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
 def test_widened_first_units_are_the_layers_at_every_p(phase):
     """Followers (BatchNorm, Scale, ReLU, LRN across channels) run on each part apart, so the first C
@@ -467,6 +475,7 @@ def test_widened_first_units_are_the_layers_at_every_p(phase):
     assert abs(blobs["conv1_extra_lrn"]).max() > 0
 
 
+@pytest.mark.caffe
 def test_a_short_training_run_of_a_widened_net_moves_p(tmp_path):
     """caffe train on a DummyData net widened at conv1: p logged at each iteration grows i / L."""
     from test_caffe_train import caffe_train

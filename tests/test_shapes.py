@@ -51,6 +51,7 @@ def dataset_shapes(net, phase, stages):
     return given
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
 @pytest.mark.parametrize("path", NETS, ids=lambda path: os.path.relpath(path, DOC))
 def test_caffe_doc_net_shapes_equal_caffes(path, phase, monkeypatch):
@@ -67,12 +68,14 @@ def test_caffe_doc_net_shapes_equal_caffes(path, phase, monkeypatch):
         assert shape is None or caffe_shapes[blob] == shape, blob
 
 
+@pytest.mark.caffe
 def test_caffe_doc_nets_all_current_format():
     # None of them is V1 (so none needs the upgrade); the V1 path is tested with upgrade_net.
     assert len(NETS) == 29
     assert not [path for path in NETS if prototxt.read(path).get_all("layers")]
 
 
+@pytest.mark.caffe
 def test_autoencoder_test_phase_needs_its_stage():
     net = prototxt.read(DOC + "/examples/mnist/mnist_autoencoder.prototxt")
     with pytest.raises(ConfigError, match="Flatten 'flatdata': bottom 'data' is not the top of an earlier layer "
@@ -80,6 +83,7 @@ def test_autoencoder_test_phase_needs_its_stage():
         shapes.infer(net, "TEST")
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("path, batch_sizes", [
     ("models/bvlc_alexnet/deploy.prototxt", None),
     ("models/bvlc_googlenet/deploy.prototxt.gz", None),
@@ -94,6 +98,7 @@ def test_param_counts_equal_caffes(path, batch_sizes):
     assert {layer.name: layer.params for layer in layers if layer.params} == counted
 
 
+@pytest.mark.caffe
 def test_alexnet_parameter_total():
     # 60,965,224: the AlexNet size everybody quotes (conv2, 4, 5 in two groups).
     _, layers = shapes.infer(prototxt.read(DOC + "/models/bvlc_alexnet/deploy.prototxt"))
@@ -121,6 +126,7 @@ def pool(name, bottom, params):
         name, bottom, name, params)
 
 
+@pytest.mark.caffe
 def test_pooling_rounds_up_and_drops_a_window_starting_in_the_padding():
     text = input_layer("data", (2, 3, 7, 5)) + input_layer("odd", (1, 1, 5, 5))
     text += pool("ceil", "data", "pool: MAX kernel_size: 2 stride: 2")          # ceil(5/2)+1 = 4, ceil(3/2)+1 = 3
@@ -145,6 +151,7 @@ def conv(name, bottom, params, kind="Convolution"):
         name, kind, bottom, name, params)
 
 
+@pytest.mark.caffe
 def test_convolution_dilation_groups_and_deconvolution():
     text = input_layer("data", (2, 96, 32, 30))
     text += conv("dilated", "data", "num_output: 4 kernel_size: 3 dilation: 2")          # extent 5: 28, 26
@@ -169,6 +176,7 @@ def test_convolution_dilation_groups_and_deconvolution():
     agree_with_caffe(net)
 
 
+@pytest.mark.caffe
 def test_reshape_concat_slice_crop_flatten():
     text = input_layer("data", (2, 3, 4, 5)) + input_layer("other", (2, 5, 4, 5)) + input_layer("small", (2, 3, 2, 3))
     text += 'layer { name: "r1" type: "Reshape" bottom: "data" top: "r1" reshape_param { shape { dim: 0 dim: -1 } } }\n'
@@ -201,6 +209,7 @@ def test_reshape_concat_slice_crop_flatten():
     agree_with_caffe(net)
 
 
+@pytest.mark.caffe
 def test_parameter_layers_and_losses():
     text = input_layer("data", (2, 6, 4, 4)) + input_layer("label", (2,)) + input_layer("ids", (2, 3))
     text += 'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }\n'
@@ -231,6 +240,7 @@ def test_parameter_layers_and_losses():
     agree_with_caffe(net)
 
 
+@pytest.mark.caffe
 def test_our_python_layers():
     text = input_layer("data", (2, 3, 8, 8)) + input_layer("wide", (2, 5, 4, 4))
     text += python_layer("resized", "Resize", ["data"], ["resized"], '{"channels": 5, "height": 4}', counter=False)
@@ -288,6 +298,7 @@ def test_data_layer_shapes_from_their_parameters():
         infer_text(text, {"db": (3, 8, 8)})
 
 
+@pytest.mark.caffe
 def test_phase_rules_match_caffes(write):
     text = input_layer("data", (1, 2))
     text += 'layer { name: "train" type: "ReLU" bottom: "data" top: "a" include { phase: TRAIN } }\n'
@@ -308,6 +319,7 @@ def test_phase_rules_match_caffes(write):
         assert [name for name, layer in zip(caffe_net._layer_names, caffe_net.layers) if layer.type != "Split"] == names
 
 
+@pytest.mark.caffe
 def test_legacy_net_inputs():
     text = 'input: "data" input_dim: 2 input_dim: 3 input_dim: 8 input_dim: 8\n' + \
         conv("c", "data", "num_output: 4 kernel_size: 3")
@@ -460,6 +472,7 @@ def test_unknown_in_place_layer_keeps_its_blobs_shape():
     assert [layers[name].params for name in ("act", "py")] == [None, None]  # what they learn stays unknown
 
 
+@pytest.mark.caffe
 def test_forks_ceil_mode_and_unknown_fields():
     """Issue 8.2: Pooling's ceil_mode (a field of several forks) rounds as it says, and Caffe agrees once
     it is translated to round_mode; any other unknown field makes the shapes from there on unknown."""

@@ -47,6 +47,7 @@ def test_a_log_shows_a_snapshot_complete_only_once_a_line_follows_it(tmp_path):
     assert watch.poll() == [(20, "/r/s_iter_20.solverstate")]
 
 
+@pytest.mark.caffe
 def test_a_run_killed_mid_way_resumes_from_its_snapshot_and_its_schedule_goes_on(tmp_path, capsys):
     """caffe killed -9 at iteration >= 150 (snapshots every 50): the run fails; the same command
     resumes it from its latest snapshot and it ends at max_iter, every logged p on p = i / L."""
@@ -88,6 +89,7 @@ def test_a_run_killed_mid_way_resumes_from_its_snapshot_and_its_schedule_goes_on
         assert p == pytest.approx(min(1.0, iteration / L)), iteration
 
 
+@pytest.mark.caffe
 def test_a_changed_definition_reruns_the_run_and_restart_reruns_all(tmp_path, capsys):
     path = experiment_file(tmp_path, iterations=20, test_interval=10, seeds=[1, 2])
     argv = [path, "-o", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data")]
@@ -111,6 +113,7 @@ def test_a_changed_definition_reruns_the_run_and_restart_reruns_all(tmp_path, ca
     assert record(run_dir)["finished"]["iterations"] == 30 and os.path.getmtime(os.path.join(run_dir, "record.json")) > 0
 
 
+@pytest.mark.caffe
 def test_slow_iterations_snapshot_on_a_timer(tmp_path):
     """No snapshot interval, a timer of 1 s: the runner asks Caffe for snapshots (SIGHUP) as it trains."""
     net = tmp_path / "net.prototxt"

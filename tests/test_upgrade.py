@@ -5,12 +5,15 @@ import subprocess
 import tempfile
 
 import pytest
-from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
+from conftest import HAS_CAFFE
 from dropin_caffe.errors import ConfigError
 from dropin_caffe.netgen.prototxt import Enum, Message, dumps, parse, read
 from dropin_caffe.netgen.upgrade import V1_LAYER_TYPES, needs_upgrade, upgrade_net
+
+if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
+    from caffe.proto import caffe_pb2
 
 CAFFE_DOC = "/usr/share/doc/caffe-doc"
 
@@ -118,6 +121,7 @@ def caffe_message(tree):
     return text_format.Parse(dumps(tree), caffe_pb2.NetParameter()).SerializeToString(deterministic=True)
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("name", sorted(V1_NETS))
 def test_upgrade_matches_caffe(write, name):
     path = write(name + ".prototxt", V1_NETS[name])
@@ -150,6 +154,7 @@ def test_upgrade_results_by_hand():
                                         "input_param { shape { dim: 10 dim: 3 dim: 227 dim: 227 } }")
 
 
+@pytest.mark.caffe
 def test_float_spelling_differs_but_caffe_reads_the_same_net(write):
     # Caffe prints floats its own way (2.0 as 2, 1/255 with 9 digits); the values are identical.
     path = write("floats.prototxt", """
@@ -172,6 +177,7 @@ def test_fork_fields_in_v1_layers_are_kept():
                         "custom_param { ratio: 3 } pooling_param { pool: MAX } }")
 
 
+@pytest.mark.caffe
 def test_mixed_layer_and_layers_is_refused_as_caffe_refuses_it(write):
     text = """
         layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }
@@ -193,6 +199,7 @@ STOCK_NETS = sorted(path for path in glob.glob(os.path.join(CAFFE_DOC, "**", "*.
                     if "solver" not in os.path.basename(path))
 
 
+@pytest.mark.caffe
 def test_current_format_nets_come_back_unchanged():
     assert len(STOCK_NETS) >= 25
     for path in STOCK_NETS:
@@ -201,6 +208,7 @@ def test_current_format_nets_come_back_unchanged():
         assert upgrade_net(net) == net == read(path), path
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("relative", ["examples/mnist/lenet_train_test.prototxt",
                                       "examples/cifar10/cifar10_quick.prototxt",
                                       "models/bvlc_reference_caffenet/deploy.prototxt"])

@@ -2,12 +2,14 @@
 import os
 import tempfile
 
-import caffe
 import pytest
 
-from conftest import input_layer, python_layer
+from conftest import HAS_CAFFE, input_layer, python_layer
 from dropin_caffe.netgen import prototxt, shapes, validate
 from dropin_caffe.errors import ConfigError
+
+if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
+    import caffe
 
 DATA_NET = '''
 layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TRAIN }
@@ -45,6 +47,7 @@ def test_with_dummy_data_keeps_a_data_layer_whose_source_exists(tmp_path):
         validate.with_dummy_data(net, "TRAIN", {"x": None})
 
 
+@pytest.mark.caffe
 def test_memory_data_is_always_swapped_and_checks():
     net = prototxt.parse('''
     layer { name: "mem" type: "MemoryData" top: "data" top: "label"
@@ -56,6 +59,7 @@ def test_memory_data_is_always_swapped_and_checks():
     assert validate.check_net(net, "TRAIN") == {"data": (2, 1, 5, 5), "label": (2,), "ip": (2, 3), "loss": ()}
 
 
+@pytest.mark.caffe
 def test_check_net_in_both_phases_with_batch_override():
     net = prototxt.parse(DATA_NET)
     assert validate.check_net(net, "TRAIN", {"data": (1, 28, 28)})["ip"] == (4, 10)
@@ -68,6 +72,7 @@ def test_check_net_needs_unknown_data_shapes():
         validate.check_net(prototxt.parse(DATA_NET), "TRAIN")
 
 
+@pytest.mark.caffe
 def test_check_net_names_the_blob_whose_declared_shape_differs():
     net = prototxt.parse(input_layer("data", (1, 3, 8, 8)) +
                          'layer { name: "relu" type: "ReLU" bottom: "data" top: "out" }')
@@ -78,6 +83,7 @@ def test_check_net_names_the_blob_whose_declared_shape_differs():
     assert validate.check_net(net, "TRAIN", {"data": (1, 3, 8, 8)}) == {"data": (1, 3, 8, 8), "out": (1, 3, 8, 8)}
 
 
+@pytest.mark.caffe
 def test_check_net_reports_unknown_shapes_from_caffe():
     net = prototxt.parse(input_layer("data", (2, 3, 4, 4)) +
                          'layer { name: "am" type: "ArgMax" bottom: "data" top: "am" argmax_param { axis: 1 } }\n'
@@ -87,6 +93,7 @@ def test_check_net_reports_unknown_shapes_from_caffe():
     assert validate.check_net(net, "TRAIN")["r"] == (2, 1, 4, 4)  # what Caffe made of it
 
 
+@pytest.mark.caffe
 def test_check_net_with_our_python_layers():
     net = prototxt.parse(input_layer("a", (2, 3, 6, 6)) + input_layer("b", (2, 4, 3, 3)) +
                          python_layer("fit", "Resize", ["a"], ["fit"], '{"channels": 4, "height": 3, "width": 3}',
@@ -105,6 +112,7 @@ def temp_dir(tmp_path, monkeypatch):
     return folder
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("layer, message", [
     ('layer { name: "x" type: "MyForkLayer" bottom: "data" top: "x" }',
      "layer 'x': this Caffe has no layer type 'MyForkLayer'; its types: AbsVal, Accuracy"),
@@ -126,6 +134,7 @@ def test_load_net_turns_what_caffe_rejects_into_config_errors(layer, message, te
     assert os.listdir(str(temp_dir)) == []
 
 
+@pytest.mark.caffe
 def test_load_net_builds_the_phase_and_leaves_no_file(temp_dir):
     net = prototxt.parse('''
     layer { name: "data" type: "DummyData" top: "data" include { phase: TRAIN }
@@ -142,6 +151,7 @@ def test_load_net_builds_the_phase_and_leaves_no_file(temp_dir):
         validate.load_net(net, "val")
 
 
+@pytest.mark.caffe
 def test_caffe_shapes_lists_every_blob_with_caffes_splits():
     net = prototxt.parse(input_layer("data", (2, 3)) +
                          'layer { name: "a" type: "ReLU" bottom: "data" top: "a" }\n'
@@ -167,6 +177,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "sum" bottom: "label" top: 
 '''
 
 
+@pytest.mark.caffe
 def test_python_and_fork_data_layers_are_replaced_for_validation():
     """Issue 8.8: every data-producing layer whose shapes are known becomes DummyData, so Caffe still
     builds the net; only unknown compute layers skip the build."""
