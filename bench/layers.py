@@ -35,8 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import caffe  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dropin_caffe import kernels  # noqa: E402
 import report  # noqa: E402
+from dropin_caffe import kernels  # noqa: E402
 from report import record  # noqa: E402
 
 SHAPES = [("LeNet", (64, 50, 8, 8)), ("CIFAR", (100, 32, 32, 32)), ("fc", (256, 4096))]

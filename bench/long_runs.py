@@ -29,6 +29,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCH))
 
 import report  # noqa: E402
+
 sys.path.insert(0, os.path.join(os.path.dirname(BENCH), "tests"))
 from conftest import processes  # noqa: E402  (the tests' own process finder)
 from dropin_caffe.cli import run_experiments  # noqa: E402

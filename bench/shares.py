@@ -83,7 +83,8 @@ def main(argv=None):
                 records.append(dict(report.record(case, "%d DropIn layers" % len(dropins), ours,
                                                   "whole fwd+bwd", total), share=round(ours / total, 5)))
                 targets.append(target if form == "native" else None)
-                records.append(report.record("%s batch %d, %s: Caffe's Split layers for the skips" % (label, batch, form),
+                records.append(report.record(
+                    "%s batch %d, %s: Caffe's Split layers for the skips" % (label, batch, form),
                                              "Split layers", splits, "whole fwd+bwd", total))
                 targets.append(None)
             records.append(report.record("%s batch %d, plain expanded net (no DropIn)" % (label, batch),

@@ -16,7 +16,6 @@ import zlib
 
 from .errors import ConfigError
 
-
 # What reading a plain or gzip-compressed input can raise: a damaged .gz raises zlib.error (no
 # OSError) mid-stream, a truncated one EOFError.
 READ_ERRORS = (OSError, EOFError, zlib.error)

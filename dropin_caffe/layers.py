@@ -46,6 +46,7 @@ import numpy as np
 from . import kernels, params
 from .errors import ConfigError
 
+
 def _fail(message):
     """Report and raise: the `caffe` command line would otherwise abort without a word."""
     sys.stderr.write("dropin_caffe: %s\n" % message)

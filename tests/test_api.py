@@ -41,7 +41,8 @@ def test_the_command_line_writes_what_the_api_writes(tmp_path, capsys):
                         "--no-validate", "-q"]) == 0
     result = expand_net(str(path), replicate={"conv2": 2}, dropin_length=9, validate=False)
     assert result.write(str(tmp_path / "api")) == [("net", str(tmp_path / "api" / "lenet_dropin.prototxt"))]
-    assert (tmp_path / "cli" / "lenet_dropin.prototxt").read_text() == (tmp_path / "api" / "lenet_dropin.prototxt").read_text()
+    cli, api = (tmp_path / where / "lenet_dropin.prototxt" for where in ("cli", "api"))
+    assert cli.read_text() == api.read_text()
 
 
 def test_write_refuses_to_overwrite_and_writes_all_or_nothing(tmp_path):
@@ -90,7 +91,8 @@ def test_netspec_helpers_emit_expand_nets_layers_and_build_in_caffe(tmp_path):
     net = caffe.Net(str(path), caffe.TRAIN)
     assert net.blobs["wide"].data.shape == (2, 60, 16, 16) and net.blobs["conv2_1_dropin_p"].data.shape == (1,)
 
-    source = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 50 dim: 8 dim: 8 } } }\n'
+    source = ('layer { name: "data" type: "Input" top: "data"\n'
+              '  input_param { shape { dim: 2 dim: 50 dim: 8 dim: 8 } } }\n'
               'layer { name: "conv2" type: "Convolution" bottom: "data" top: "conv2" '
               'convolution_param { num_output: 50 kernel_size: 3 pad: 1 } }\n')
     expanded = caffe_pb2.NetParameter()
@@ -106,7 +108,8 @@ def test_netspec_train_blend_is_expand_nets_dropin_train_blend():
     spec.data = L.Input(shape=dict(dim=[2, 50, 8, 8]))
     spec.conv2_1 = L.Convolution(spec.data, num_output=50, kernel_size=3, pad=1)
     spec.conv2_1_dropin = netspec.dropin(spec.data, spec.conv2_1, 10, name="conv2_1_dropin", train="blend")
-    source = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 50 dim: 8 dim: 8 } } }\n'
+    source = ('layer { name: "data" type: "Input" top: "data"\n'
+              '  input_param { shape { dim: 2 dim: 50 dim: 8 dim: 8 } } }\n'
               'layer { name: "conv2" type: "Convolution" bottom: "data" top: "conv2" '
               'convolution_param { num_output: 50 kernel_size: 3 pad: 1 } }\n')
     expanded = caffe_pb2.NetParameter()

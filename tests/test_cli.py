@@ -16,8 +16,8 @@ import textwrap
 import pytest
 
 from conftest import HAS_CAFFE
-from dropin_caffe.netgen import prototxt
 from dropin_caffe.cli.expand_net import main as expand_main
+from dropin_caffe.netgen import prototxt
 from dropin_caffe.netgen.prototxt import Enum
 
 if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
@@ -183,16 +183,19 @@ REFUSALS = [
      ["--widen conv1=4", "C2, the widened number of outputs", "above conv1's num_output 4"]),
     ("widen-not-integer", ["{net}", "--widen", "conv1=wide"] + DL, ["--widen", "LAYER=C2", "conv1=wide"]),
     ("widen-pooling", ["{net}", "--widen", "pool2=8"] + DL, ["--widen pool2=8", "Pooling"]),
-    ("widen-length-missing", ["{net}", "--widen", "conv1=6"], ["gradual DropIn needs --dropin-length L", "--no-dropin"]),
+    ("widen-length-missing", ["{net}", "--widen", "conv1=6"],
+     ["gradual DropIn needs --dropin-length L", "--no-dropin"]),
     ("solver-as-net", ["{solver}", "--replicate", "conv2=1"] + DL,
      ["no layer named 'conv2'", "it has no layers (a solver? give the net, and the solver with --solver)"]),
-    ("unknown-layer-far", ["{net}", "--replicate", "zzz=1"] + DL, ["no layer named 'zzz'", "its layers: data, conv1, "]),
+    ("unknown-layer-far", ["{net}", "--replicate", "zzz=1"] + DL,
+     ["no layer named 'zzz'", "its layers: data, conv1, "]),
     ("widen-and-replicate", ["{net}", "--widen", "conv2=8", "--replicate", "conv2=1"] + DL,
      ["--widen conv2 and --replicate conv2", "give one"]),
     ("input-shape-not-integers", ["{net}", "--input-shape", "data=1,a,12"],
      ["--input-shape", "BLOB=C,H,W", "data=1,a,12"]),
     ("input-shape-no-equals", ["{net}", "--input-shape", "data"], ["--input-shape", "BLOB=C,H,W"]),
-    ("input-shape-disagrees", ["{net}", "--replicate", "conv2=1", "--input-shape", "data=3,12,12"] + DL, ["'data'", "disagrees"]),
+    ("input-shape-disagrees", ["{net}", "--replicate", "conv2=1", "--input-shape", "data=3,12,12"] + DL,
+     ["'data'", "disagrees"]),
     ("draw-jpg", ["{net}", "--replicate", "conv2=1", "--draw", "{out}/net.jpg"] + DL,
      ["--draw", ".png or .svg", "net.jpg"]),
     ("max-iter-without-solver", ["{net}", "--replicate", "conv2=1", "--max-iter", "3"] + DL,
@@ -422,7 +425,8 @@ def test_solver_output_that_is_a_directory_writes_no_net(tiny, tiny_solver, out_
 
 @pytest.mark.caffe
 @pytest.mark.parametrize("layer_name, old, new", [
-    ("conv1", 'weight_filler { type: "xavier" } } }\n    layer { name: "relu1"', 'weight_filler { type: "nosuch" } } }\n    layer { name: "relu1"'),
+    ("conv1", 'weight_filler { type: "xavier" } } }\n    layer { name: "relu1"',
+     'weight_filler { type: "nosuch" } } }\n    layer { name: "relu1"'),
     ("data", 'data_filler { type: "constant" value: 1 }', 'data_filler { type: "Gaussian" value: 1 }'),
     ("ip2", 'num_output: 3 weight_filler { type: "xavier" }', 'num_output: 3 bias_filler { type: "" }'),
 ])
@@ -856,7 +860,8 @@ PLACEHOLDER = """\
     layer { name: "conv1" type: "Convolution" bottom: "image" top: "conv1"
       convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
     layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-    layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+    layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+      pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
     layer { name: "stage1" type: "Convolution" bottom: "pool1" top: "stage1"
       convolution_param { num_output: 5 kernel_size: 3 pad: 1 } }
 """

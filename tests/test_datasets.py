@@ -18,10 +18,11 @@ import pytest
 from conftest import HAS_CAFFE
 from dropin_caffe import env
 from dropin_caffe.cli import make_dataset
-from dropin_caffe.experiments import datasets
-from dropin_caffe.experiments.datasets import lmdb as lmdb_writer, sources
-from dropin_caffe.netgen import templates
 from dropin_caffe.errors import ConfigError
+from dropin_caffe.experiments import datasets
+from dropin_caffe.experiments.datasets import lmdb as lmdb_writer
+from dropin_caffe.experiments.datasets import sources
+from dropin_caffe.netgen import templates
 
 if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
     import caffe

@@ -13,7 +13,8 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from dropin_caffe.cli.expand_net import main as expand_main
-from dropin_caffe.netgen import draw, shapes as inference
+from dropin_caffe.netgen import draw
+from dropin_caffe.netgen import shapes as inference
 from dropin_caffe.netgen.expand import expand_net
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -8,7 +8,6 @@ import tempfile
 import pytest
 
 from conftest import REPO
-
 from dropin_caffe import env
 
 

@@ -3,11 +3,12 @@ built by caffe.Net in TRAIN and TEST, one forward and backward, inferred shapes 
 import pytest
 
 from conftest import ODD_HEAD, ODD_NETS
-from dropin_caffe.netgen import plan as plans, prototxt, rewrite, shapes, templates, validate
+from dropin_caffe.errors import ConfigError
+from dropin_caffe.netgen import plan as plans
+from dropin_caffe.netgen import prototxt, rewrite, shapes, templates, validate
 from dropin_caffe.netgen.expand import expand_net
 from dropin_caffe.netgen.upgrade import upgrade_net
 from dropin_caffe.netgen.vocabulary import WEIGHT_TYPES
-from dropin_caffe.errors import ConfigError
 
 DOC = "/usr/share/doc/caffe-doc/"
 
@@ -48,7 +49,8 @@ def test_caffe_doc_net_expands_and_runs_in_caffe(path, data, plan):
         found = validate.check_net(expanded, phase, data)  # forward, backward, shapes == Caffe's
         for name, count in plan.replicate:
             top = (plan.names.get(name) or ["%s_%d" % (name, count)])[-1]
-            assert found[top] == found[next(l.get("top") for l in expanded.get_all("layer") if l.get("name") == name)]
+            original_top = next(one.get("top") for one in expanded.get_all("layer") if one.get("name") == name)
+            assert found[top] == found[original_top]
     joins = [layer for layer in expanded.get_all("layer") if layer.get("type") == "Python"]
     expected = sum(count for _, count in plan.replicate) * plan.dropin + len(plan.regularize)
     assert len(joins) >= expected
@@ -86,7 +88,7 @@ def test_lenet_deep_depth_and_fillers():
     _, plan = plans.preset_plan("lenet-deep", depth=10)
     net = prototxt.parse(templates.render_net("lenet", dummy_data=True))
     expanded, _ = apply(net, plan)
-    weight_layers = [l for l in expanded.get_all("layer") if l.get("type") in WEIGHT_TYPES]
+    weight_layers = [one for one in expanded.get_all("layer") if one.get("type") in WEIGHT_TYPES]
     assert len(weight_layers) == 14
     for layer in weight_layers:  # the added layers gaussian std 0.01 (our choice), LeNet's own xavier
         param = layer.get("convolution_param") or layer.get("inner_product_param")
@@ -118,8 +120,8 @@ def test_lenet_deep_width_sets_conv2_and_its_replicas_channels(tmp_path):
     assert [net.params["conv2_%d" % i][0].data.shape for i in (1, 2, 3)] == [(8, 8, 3, 3)] * 3
     assert net.params["ip1"][0].data.shape == (500, 128)
     assert expand_net(preset="lenet-deep", depth=1, validate=False).shapes["TRAIN"]["conv2_1"][1] == 50  # default
-    with pytest.raises(ConfigError, match=r"^--width must be an integer >= 1 \(channels of conv2 and the added layers\), "
-                                          r"got 0$"):
+    with pytest.raises(ConfigError, match=r"^--width must be an integer >= 1 \(channels of conv2 and the added "
+                                          r"layers\), got 0$"):
         expand_net(preset="lenet-deep", width=0)
     with pytest.raises(ConfigError, match="^--width applies to the lenet-deep preset only$"):
         expand_net(preset="alexnet-13", width=8)
@@ -177,6 +179,7 @@ def test_a_trained_net_patched_deeper_keeps_its_weights(tmp_path):
 
     import caffe
     import numpy as np
+
     from dropin_caffe.cli import expand_net as cli
 
     net_path, solver_path = str(tmp_path / "lenet.prototxt"), str(tmp_path / "lenet_solver.prototxt")

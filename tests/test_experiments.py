@@ -10,8 +10,8 @@ import pytest
 from conftest import REPO
 from dropin_caffe import expand_net
 from dropin_caffe.cli import export_net, run_experiments
-from dropin_caffe.experiments import config, runner, training
 from dropin_caffe.errors import ConfigError
+from dropin_caffe.experiments import config, runner, training
 
 SHORT = {"name": "short", "dataset": "mnist", "train_count": 200, "test_count": 100,
          "iterations": 30, "test_interval": 10, "seeds": [1, 2],

@@ -16,8 +16,8 @@ import pytest
 
 import dropin_caffe
 from conftest import HAS_CAFFE, NATIVE_TYPES, our_layer, python_layer
-from dropin_caffe.cli.export_net import main as export_main
 from dropin_caffe.cli.expand_net import main as expand_main
+from dropin_caffe.cli.export_net import main as export_main
 from dropin_caffe.netgen import prototxt
 
 if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
@@ -101,8 +101,8 @@ def resize_net(impl):
     return RESIZE_NET + "".join([
         our_layer(impl, "pad", "Resize", ["conv1"], ["pad"], '{"name": "pad", "channels": 6}', counter=False),
         our_layer(impl, "up", "Resize", ["pad"], ["up"], '{"name": "up", "height": 10, "width": 10}', counter=False),
-        our_layer(impl, "trunc", "Resize", ["up"], ["trunc"], '{"name": "trunc", "channels": 3, "height": 7, "width": 3}',
-             counter=False),
+        our_layer(impl, "trunc", "Resize", ["up"], ["trunc"],
+                  '{"name": "trunc", "channels": 3, "height": 7, "width": 3}', counter=False),
         our_layer(impl, "near", "Resize", ["trunc"], ["near"],
              '{"name": "near", "height": 3, "width": 5, "interp": "nearest"}', counter=False),
         our_layer(impl, "like", "Resize", ["near", "target"], ["like"], '{"name": "like"}', counter=False),
@@ -169,7 +169,8 @@ def small_net(impl):
                '{"name": "reg", "mode": "regularize", "p_new": 0.5}').replace(
         "  param {", "  loss_weight: 0 loss_weight: 0\n  param {")
     blend = our_layer(impl, "blend", "DropIn", ["reg", "ip2"], ["blend"], '{"name": "blend", "length": 100}')
-    back = our_layer(impl, "back", "DropIn", ["blend", "ip3"], ["back"], '{"name": "back", "length": 10, "test": "prev"}')
+    back = our_layer(impl, "back", "DropIn", ["blend", "ip3"], ["back"],
+                     '{"name": "back", "length": 10, "test": "prev"}')
     return "".join(lines[:7] + [reg] + lines[7:8] + [blend] + lines[8:9] + [back] + lines[9:])
 
 

@@ -11,7 +11,8 @@ import time
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from dropin_caffe.errors import ConfigError  # noqa: E402
 from dropin_caffe.netgen.prototxt import Enum, Message, dumps, parse  # noqa: E402

@@ -91,7 +91,8 @@ def test_blend_is_the_expectation_and_exact_at_the_ends():
     np.testing.assert_allclose(kernels.blend_forward(prev, new, 0.25), 0.25 * new + 0.75 * prev, rtol=1e-6)
     assert np.array_equal(kernels.blend_forward(prev, new, 1.0), new)
     assert np.array_equal(kernels.blend_forward(prev, new, 0.0), prev)
-    d_prev, d_new = kernels.blend_backward(np.float32([1, 2, 4]), 0.25, np.empty(3, np.float32), np.empty(3, np.float32))
+    d_prev, d_new = kernels.blend_backward(np.float32([1, 2, 4]), 0.25, np.empty(3, np.float32),
+                                           np.empty(3, np.float32))
     assert d_prev.tolist() == [0.75, 1.5, 3.0] and d_new.tolist() == [0.25, 0.5, 1.0]
     d_prev, d_new = kernels.blend_backward(np.float32([1, 2, 4]), 1.0, np.ones(3, np.float32), np.ones(3, np.float32))
     assert d_prev.tolist() == [0, 0, 0] and d_new.tolist() == [1, 2, 4]

@@ -309,7 +309,8 @@ def test_a_counter_changed_by_the_solver_is_reported(write, impl, capfd):
     ('{"name": "d", "mode": "regularize", "p_new": 0}', '''"p_new" must be a number with 0 < value <= 1, got 0'''),
     ('{"name": "d", "length": 5, "p_new": 0.5}', '''DropIn 'd': "p_new" has no meaning in mode "gradual"'''),
     ('{"name": "d", "mode": "fast", "length": 5}', '''"mode" must be one of "gradual", "regularize", got "fast"'''),
-    ('{"name": "d", "length": 5, "test": "mean"}', '''"test" must be one of "expectation", "new", "prev", got "mean"'''),
+    ('{"name": "d", "length": 5, "test": "mean"}',
+     '''"test" must be one of "expectation", "new", "prev", got "mean"'''),
     ('{"name": "d", "length": 5, "train": "mix"}', '''"train" must be one of "select", "blend", got "mix"'''),
     ('{"name": "d", "length": 5, "lenght": 5}', '''DropIn 'd': unknown key "lenght" in param_str; known keys: '''),
     ('{"name": "d", "length": 5, "seed": -1}', '''"seed" must be an integer >= 0, got -1'''),
@@ -389,9 +390,11 @@ def test_resize_matches_the_kernel(write, impl, param_str, shape):
 
 @pytest.mark.parametrize("shape,param_str,target,message", [
     ((1, 3, 4, 4), '{"name": "r", "height": 0}', None, '''Resize 'r': "height" must be an integer >= 1, got 0'''),
-    ((1, 3, 4, 4), '{"name": "r", "interp": "cubic"}', None, '''"interp" must be one of "bilinear", "nearest", got "cubic"'''),
+    ((1, 3, 4, 4), '{"name": "r", "interp": "cubic"}', None,
+     '''"interp" must be one of "bilinear", "nearest", got "cubic"'''),
     ((1, 3, 4, 4), '{"name": "r", "size": 3}', None, '''Resize 'r': unknown key "size"'''),
-    ((1, 3), '{"name": "r", "height": 3}', None, '''Resize 'r': "height" and "width" need a 4-D bottom, got shape (1, 3)'''),
+    ((1, 3), '{"name": "r", "height": 3}', None,
+     '''Resize 'r': "height" and "width" need a 4-D bottom, got shape (1, 3)'''),
     ((1, 3, 4), '{"name": "r"}', None, "Resize 'r': resizes (N, C) or (N, C, H, W) blobs, got shape (1, 3, 4)"),
     ((1, 3, 4, 4), '{"name": "r", "width": 3}', (1, 3, 2, 2), "Resize 'r': the target comes from the second bottom"),
     ((1, 3, 4, 4), '{"name": "r"}', (1, 3), "Resize 'r': the second bottom must have as many axes as the first"),

@@ -19,8 +19,15 @@ import pytest
 
 from conftest import TINY_LAYERS, python_layer
 from dropin_caffe.errors import ConfigError
-from dropin_caffe.experiments.logs import (FIXED_COLUMNS, csv_columns, is_dropin_p, parse_log, read_log, rows_for,
-                               write_csv)
+from dropin_caffe.experiments.logs import (
+    FIXED_COLUMNS,
+    csv_columns,
+    is_dropin_p,
+    parse_log,
+    read_log,
+    rows_for,
+    write_csv,
+)
 
 LENGTH = 12
 

@@ -70,8 +70,9 @@ SUPPORTED = (
 )
 
 # How a supported statement may point at the paper: "in the paper", "the paper reports", ...
-REFERENCE = re.compile(r"\b((in|by|according to) the (paper|authors)|(the paper|the authors) (reports?|reported|states?|"
-                       r"stated|says|said|shows?|showed|finds|found|notes?|noted|names?|named|describes?|described))\b")
+REFERENCE = re.compile(r"\b((in|by|according to) the (paper|authors)|(the paper|the authors) "
+                       r"(reports?|reported|states?|stated|says|said|shows?|showed|finds|found|notes?|noted|names?|named"
+                       r"|describes?|described))\b")
 
 # A number in running text (0.01, 64, 2,000, 3x3), not part of a name (CIFAR-10, vgg16) nor a bare 0 or 1.
 NUMBER = re.compile(r"(?<![\w.-])(?![01](?![\w.]))\.?\d")

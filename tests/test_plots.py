@@ -15,11 +15,18 @@ import numpy as np
 import pytest
 
 from conftest import REPO, python_layer
+from dropin_caffe.cli.plot_log import main as plot_log_main
 from dropin_caffe.errors import ConfigError
 from dropin_caffe.experiments.logs import parse_log
-from dropin_caffe.cli.plot_log import main as plot_log_main
-from dropin_caffe.experiments.plots import (main_test_output, markdown_summary, plot_accuracy, plot_final_bars,
-                                            plot_loss, plot_schedule, save_figure)
+from dropin_caffe.experiments.plots import (
+    main_test_output,
+    markdown_summary,
+    plot_accuracy,
+    plot_final_bars,
+    plot_loss,
+    plot_schedule,
+    save_figure,
+)
 
 
 def caffe_log(accuracy=None, loss=None, p=None, seconds_per_iteration=0.01, finished=True, test_loss=None):

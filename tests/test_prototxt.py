@@ -7,8 +7,8 @@ import re
 import pytest
 
 from dropin_caffe import files
-from dropin_caffe.netgen import prototxt
 from dropin_caffe.errors import ConfigError
+from dropin_caffe.netgen import prototxt
 from dropin_caffe.netgen.prototxt import Enum, Message, check_with_caffe_pb2, dumps, parse, read, write
 
 CAFFE_DOC = "/usr/share/doc/caffe-doc"

@@ -6,8 +6,9 @@ import numpy
 import pytest
 
 from conftest import HAS_CAFFE, input_layer
-from dropin_caffe.netgen import plan as plans, prototxt, rewrite, shapes, validate
 from dropin_caffe.errors import ConfigError
+from dropin_caffe.netgen import plan as plans
+from dropin_caffe.netgen import prototxt, rewrite, shapes, validate
 
 if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
     import caffe
@@ -20,7 +21,8 @@ layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
   param { name: "conv1_w" lr_mult: 1 } param { lr_mult: 2 }
   convolution_param { num_output: 6 kernel_size: 5 stride: 2 weight_filler { type: "xavier" } } }
 layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
 layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1" inner_product_param { num_output: 8 } }
 layer { name: "drop1" type: "Dropout" bottom: "ip1" top: "ip1" dropout_param { dropout_ratio: 0.5 } }
 layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: 3 } }
@@ -35,11 +37,11 @@ def net():
 
 
 def layer(net, name):
-    return next(l for l in rewrite.layers(net) if l.get("name") == name)
+    return next(one for one in rewrite.layers(net) if one.get("name") == name)
 
 
 def names(net):
-    return [l.get("name") for l in rewrite.layers(net)]
+    return [one.get("name") for one in rewrite.layers(net)]
 
 
 def config(net, name):
@@ -91,7 +93,7 @@ def test_replica_is_a_fresh_shape_preserving_copy(net):
 
 def test_plain_replicas_are_chained_directly(net):
     replicate(net, "conv1", 2, dropin=None)
-    assert "Python" not in [l.get("type") for l in rewrite.layers(net)]
+    assert "Python" not in [one.get("type") for one in rewrite.layers(net)]
     assert layer(net, "conv1_2").get_all("bottom") == ["conv1_1"]
     assert layer(net, "pool1").get_all("bottom") == ["conv1_2"]
 
@@ -107,7 +109,7 @@ def test_inner_product_replica_activation_kernel_and_filler_overrides(net):
     param = layer(other, "conv1_1").get("convolution_param")
     assert (param.get("kernel_size"), param.get("pad")) == (3, 1)
     assert param.get("weight_filler") == prototxt.parse('type: "gaussian" std: 0.01')
-    assert [l.get("type") for l in rewrite.layers(other)].count("ReLU") == 2  # relu1 copied, none added
+    assert [one.get("type") for one in rewrite.layers(other)].count("ReLU") == 2  # relu1 copied, none added
 
 
 def test_explicit_names_and_p_top(net):
@@ -205,7 +207,8 @@ def test_regularize_flattens_without_a_resize_when_the_flat_size_already_matches
 
 # A deploy-style unit: no weight filler, BatchNorm with global statistics, all in place.
 DEPLOY = input_layer("data", (2, 3, 8, 8)) + """
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
 layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" batch_norm_param { use_global_stats: true } }
 layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
 layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
@@ -279,7 +282,7 @@ def test_followers_with_their_own_tops_belong_to_the_unit():
         ("conv1_1_scale", "conv1_1_relu"), ("conv1_1_relu", "conv1_1_lrn")]
     assert layer(net, "conv1_1_dropin").get_all("bottom") == ["norm1", "conv1_1_lrn"]
     assert layer(net, "conv2").get_all("bottom") == ["conv1_1_dropin"]
-    assert [l.get("type") for l in rewrite.layers(net)].count("ReLU") == 3  # no ReLU added by --add-activation
+    assert [one.get("type") for one in rewrite.layers(net)].count("ReLU") == 3  # no ReLU added by --add-activation
     validate.check_net(net, "TRAIN")  # Caffe builds it, and agrees on every shape
     # conv2's output has three readers: its ReLU is no follower, the replica comes right after conv2.
     net = prototxt.parse(SEPARATE_TOPS)
@@ -412,7 +415,7 @@ def test_widen_an_inner_product_copies_its_dropout_and_gives_a_live_filler(net):
 def test_widen_without_dropin_is_the_wide_net(net):
     found = shapes.infer(net)
     rewrite.widen(net, "conv1", 10, None, found)
-    assert "Python" not in [l.get("type") for l in rewrite.layers(net)]
+    assert "Python" not in [one.get("type") for one in rewrite.layers(net)]
     assert layer(net, "pool1").get_all("bottom") == ["conv1_wide"]
 
 

@@ -5,8 +5,8 @@ import os
 import pytest
 
 from conftest import ODD_HEAD, ODD_NETS, input_layer, python_layer
-from dropin_caffe.netgen import prototxt, shapes, validate
 from dropin_caffe.errors import ConfigError
+from dropin_caffe.netgen import prototxt, shapes, validate
 
 DOC = "/usr/share/doc/caffe-doc"
 NETS = sorted(path for pattern in ("*.prototxt", "*.prototxt.gz") for path in glob.glob(DOC + "/*/*/" + pattern)

@@ -7,8 +7,8 @@ import pytest
 from google.protobuf import text_format
 
 from conftest import HAS_CAFFE, REPO
-from dropin_caffe.netgen import templates
 from dropin_caffe.errors import ConfigError
+from dropin_caffe.netgen import templates
 
 if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
     import caffe
@@ -277,8 +277,9 @@ def test_unknown_variable_lists_the_templates_variables():
         templates.render_net("lenet", batch_size=32)
     message = str(error.value)
     assert message.startswith('template "lenet" has no variable "batch_size" (did you mean "')
-    assert message.endswith("its variables: backend, crop_size, dropout_ratio, dummy_data, image_shape, mean_file, mean_value, mirror, "
-                            "scale, test_batch_size, test_source, train_batch_size, train_source, widths")
+    assert message.endswith("its variables: backend, crop_size, dropout_ratio, dummy_data, image_shape, mean_file, "
+                            "mean_value, mirror, scale, test_batch_size, test_source, train_batch_size, train_source, "
+                            "widths")
     with pytest.raises(ConfigError, match=r'^template "lenet" has no variable "config"; its variables: '):
         templates.render_net("lenet", config=[64, "M"])
     with pytest.raises(ConfigError, match='its variables: max_iter, net, snapshot_prefix, solver_mode$'):

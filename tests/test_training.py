@@ -31,7 +31,8 @@ def record(run_dir):
 
 
 def test_a_log_shows_a_snapshot_complete_only_once_a_line_follows_it(tmp_path):
-    state = "I1201 10:00:00.1 1 sgd_solver.cpp:290] Snapshotting solver state to binary proto file /r/s_iter_%d.solverstate\n"
+    state = ("I1201 10:00:00.1 1 sgd_solver.cpp:290] Snapshotting solver state to binary proto file "
+             "/r/s_iter_%d.solverstate\n")
     log = tmp_path / "caffe.log"
     log.write_text(state % 10 + "I1201 Iteration 11, loss = 1\n" + state % 20)
     watch = training.LogWatch(str(log))
@@ -77,7 +78,8 @@ def test_a_run_killed_mid_way_resumes_from_its_snapshot_and_its_schedule_goes_on
     resumes = record(run_dir)["resumes"]
     assert len(resumes) == 1 and resumes[0]["iteration"] >= 100 and resumes[0]["from"].endswith(".solverstate")
     assert record(run_dir)["finished"]["weights"] == "snapshot_iter_400.caffemodel"
-    assert sorted(name for name in os.listdir(run_dir) if name.startswith("snapshot")) == ["snapshot_iter_400.caffemodel"]
+    snapshots = sorted(name for name in os.listdir(run_dir) if name.startswith("snapshot"))
+    assert snapshots == ["snapshot_iter_400.caffemodel"]
     log = open(os.path.join(run_dir, "caffe.log")).read()
     assert "Resuming from" in log and log.count(training.RESUMING) == 1
     with open(os.path.join(out_dir, "results.csv")) as f:
@@ -110,7 +112,8 @@ def test_a_changed_definition_reruns_the_run_and_restart_reruns_all(tmp_path, ca
     os.utime(os.path.join(run_dir, "record.json"), (0, 0))
     assert run_experiments.main(argv + ["--iterations", "30", "--restart"]) == 0
     assert "already finished" not in capsys.readouterr()[1]
-    assert record(run_dir)["finished"]["iterations"] == 30 and os.path.getmtime(os.path.join(run_dir, "record.json")) > 0
+    assert record(run_dir)["finished"]["iterations"] == 30
+    assert os.path.getmtime(os.path.join(run_dir, "record.json")) > 0  # written again
 
 
 @pytest.mark.caffe

@@ -5,8 +5,8 @@ import tempfile
 import pytest
 
 from conftest import HAS_CAFFE, input_layer, python_layer
-from dropin_caffe.netgen import prototxt, shapes, validate
 from dropin_caffe.errors import ConfigError
+from dropin_caffe.netgen import prototxt, shapes, validate
 
 if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests marked caffe
     import caffe
@@ -185,7 +185,7 @@ def test_python_and_fork_data_layers_are_replaced_for_validation():
     given = {"data": (4, 6, 6), "label": (1, 6, 6), "pair": (2, 4, 6, 6)}
     found = {phase: shapes.infer(net, phase, given)[0] for phase in ("TRAIN", "TEST")}
     swapped = validate.with_dummy_data(net, "TRAIN", found["TRAIN"])
-    assert [l.get("type") for l in swapped.get_all("layer")][:2] == ["DummyData", "DummyData"]
+    assert [one.get("type") for one in swapped.get_all("layer")][:2] == ["DummyData", "DummyData"]
     assert validate.prove(net, net, None, found) == []  # built in Caffe in both phases
     unknown = {phase: shapes.infer(net, phase, {"pair": (2, 4, 6, 6)})[0] for phase in ("TRAIN", "TEST")}
     with pytest.raises(ConfigError, match="Python 'py': its module 'no_such_seg_module' is not importable here, so "

@@ -31,7 +31,8 @@ def _run(argv, out, err):
         result = prepare(args.dataset, args.output_dir, args.train_count, args.test_count, args.source,
                          args.force, args.writer, lambda line: print(line, file=err, flush=True))
     except OSError as error:
-        raise ConfigError("cannot write %s: %s" % (error.filename or args.output_dir, error.strerror or error)) from None
+        where = error.filename or args.output_dir
+        raise ConfigError("cannot write %s: %s" % (where, error.strerror or error)) from None
     verb = "reused" if result["reused"] else "wrote"
     shape = shape_text(result["shape"])
     for role in ("train", "test"):

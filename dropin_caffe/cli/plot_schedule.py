@@ -25,6 +25,7 @@ def _run(argv, out, err):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from ..experiments.plots import plot_schedule, save_figure
 
     figure, ax = plt.subplots(figsize=(7, 3.6))

@@ -11,11 +11,11 @@ import threading
 import time
 
 from .. import env
+from ..errors import ConfigError
 from ..experiments import config, report, runner
 from ..netgen import prototxt
 from ..netgen.vocabulary import our_layer
 from . import expand_net
-from ..errors import ConfigError
 from .common import Parser, shell
 
 
@@ -101,7 +101,8 @@ def _experiment(args):
     if args.seeds:
         experiment.seeds = args.seeds
     for flag, value, least in (("--iterations", args.iterations, 1), ("--jobs", args.jobs, 1),
-                               ("--snapshot-every", args.snapshot_every, 1), ("--snapshot-minutes", args.snapshot_minutes, 0)):
+                               ("--snapshot-every", args.snapshot_every, 1),
+                               ("--snapshot-minutes", args.snapshot_minutes, 0)):
         if value is not None and value < least:
             raise ConfigError("%s must be >= %s, got %s" % (flag, least, value))
     if args.iterations is not None:

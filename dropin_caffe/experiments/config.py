@@ -266,7 +266,8 @@ def load(name_or_path):
     missing = sorted({"name", "dataset", "iterations", "test_interval", "seeds", "configurations"} - set(given))
     if unknown or missing:
         raise ConfigError("%s: %s%s" % (name_or_path, "unknown keys %s; " % unknown if unknown else "",
-                                          "missing keys %s" % missing if missing else "known keys: %s" % sorted(FIELDS)))
+                                          "missing keys %s" % missing if missing
+                                          else "known keys: %s" % sorted(FIELDS)))
     experiment = Experiment(**given)
     configurations = experiment.configurations
     if not (isinstance(configurations, dict) and configurations and
@@ -284,7 +285,8 @@ def load(name_or_path):
     check_solver(experiment.solver, name_or_path)
     for key in ("name", "dataset", "description"):
         if not isinstance(getattr(experiment, key), str):
-            raise ConfigError('%s: "%s" must be a string, got %s' % (name_or_path, key, _shown(getattr(experiment, key))))
+            raise ConfigError('%s: "%s" must be a string, got %s'
+                              % (name_or_path, key, _shown(getattr(experiment, key))))
     return experiment
 
 

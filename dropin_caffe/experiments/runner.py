@@ -67,7 +67,8 @@ def start_over(run, restart, say):
     if not restart and (record is None or old == run.definition):
         return
     if not restart:
-        say("run %s: its definition changed (%s); starting it over" % (run.directory, clip(changes(old, run.definition))))
+        say("run %s: its definition changed (%s); starting it over"
+            % (run.directory, clip(changes(old, run.definition))))
     for name in os.listdir(run.directory) if os.path.isdir(run.directory) else []:
         if name.startswith("snapshot_iter_") or name in ("caffe.log", "record.json", "done.json"):
             os.remove(os.path.join(run.directory, name))
@@ -82,7 +83,8 @@ def start_weights(experiment, run, out_dir):
     stage = experiment.stage(run.configuration)
     found = []
     if stage.after is not None:
-        before = Run(stage.after, run.seed, os.path.join(os.path.abspath(out_dir), slug(stage.after), "seed%d" % run.seed))
+        folder = os.path.join(os.path.abspath(out_dir), slug(stage.after), "seed%d" % run.seed)
+        before = Run(stage.after, run.seed, folder)
         found.append(before.weights(experiment.stage(stage.after).iterations))
     init = os.path.join(run.directory, INIT_WEIGHTS)
     return found + ([init] if os.path.exists(init) else [])

@@ -38,7 +38,9 @@ import numpy as np
 
 from .. import env, files, kernels, params
 from ..errors import CaffeEnvError, ConfigError
-from . import prototxt, reader, shapes as inference, validate as validation, vocabulary
+from . import prototxt, reader, vocabulary
+from . import shapes as inference
+from . import validate as validation
 from .prototxt import Message
 
 TOLERANCE = 1e-5  # relative: float32 rounding of a sum of a few products
@@ -404,7 +406,8 @@ def _replace_dropin(done, layer, original, bottoms, tops):
                               "its top while '%s' is read again)" % (name, at, why, source, which, source))
         else:
             done.renames[top] = source
-            done.lines.append("DropIn '%s': %s%s: removed, its consumers read '%s' (%s)" % (name, at, why, source, which))
+            done.lines.append("DropIn '%s': %s%s: removed, its consumers read '%s' (%s)"
+                              % (name, at, why, source, which))
         return
     coeff = (1.0 - state.used, state.used)
     blend = Message([["name", name], ["type", "Eltwise"], ["bottom", prev], ["bottom", new], ["top", top]]

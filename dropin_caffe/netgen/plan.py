@@ -17,8 +17,9 @@ import dataclasses
 import math
 import typing
 
-from . import rewrite, shapes as inference
 from ..errors import ConfigError
+from . import rewrite
+from . import shapes as inference
 
 
 @dataclasses.dataclass
@@ -148,7 +149,8 @@ def set_widths(net, widths):
         layer = rewrite.find_layer(net, name, "--width")
         param = layer.get("convolution_param") or layer.get("inner_product_param")
         if param is None:
-            raise ConfigError("--width: %s is a %s layer; it needs a Convolution or InnerProduct" % (name, layer.get("type")))
+            raise ConfigError("--width: %s is a %s layer; it needs a Convolution or InnerProduct"
+                              % (name, layer.get("type")))
         param.set("num_output", channels)
     return net
 

@@ -3,8 +3,8 @@ or a protobuf message (caffe_pb2's, as a NetSpec's `to_proto()` gives); a net ch
 to the current format in one sequence, so every tool reads a net alike."""
 import os
 
-from . import prototxt, upgrade, vocabulary
 from ..errors import ConfigError
+from . import prototxt, upgrade, vocabulary
 
 
 def _is_text(value):

@@ -34,8 +34,19 @@ import math
 from ..errors import ConfigError, clip
 from . import shapes as inference
 from .prototxt import Message
-from .vocabulary import ACTIVATION_TYPES, CONV_TYPES, DROPIN_MODULE, FOLLOWER_TYPES, LEARNED_TYPES, NATIVE_TYPES, \
-    WEIGHT_TYPES, in_place as _in_place, is_data, is_loss, our_layer
+from .vocabulary import (
+    ACTIVATION_TYPES,
+    CONV_TYPES,
+    DROPIN_MODULE,
+    FOLLOWER_TYPES,
+    LEARNED_TYPES,
+    NATIVE_TYPES,
+    WEIGHT_TYPES,
+    is_data,
+    is_loss,
+    our_layer,
+)
+from .vocabulary import in_place as _in_place
 
 
 def layers(net):
@@ -393,7 +404,8 @@ def regularize(net, name, dropin, inferred, p_top=False, notices=None, prev=None
     p_new = dropin["p_new"]
     dropout = find_layer(net, name, "--regularize")
     if dropout.get("type") != "Dropout":
-        raise ConfigError("--regularize %s: needs a Dropout layer, %s is a %s layer" % (name, name, dropout.get("type")))
+        raise ConfigError("--regularize %s: needs a Dropout layer, %s is a %s layer"
+                          % (name, name, dropout.get("type")))
     new = dropout.get("bottom")
     maker = _producer(net, new, dropout)
     if prev is not None:
@@ -415,7 +427,8 @@ def regularize(net, name, dropin, inferred, p_top=False, notices=None, prev=None
     block, shape, source = [], prev_shape, prev
     if len(shape) != len(new_shape):
         if len(new_shape) != 2:
-            raise ConfigError("--regularize %s: cannot match prev %r %s to new %r %s" % (name, prev, prev_shape, new, new_shape))
+            raise ConfigError("--regularize %s: cannot match prev %r %s to new %r %s"
+                              % (name, prev, prev_shape, new, new_shape))
         flat = _fresh(taken, "%s_flat" % prev)
         block.append(Message([["name", flat], ["type", "Flatten"], ["bottom", prev], ["top", flat]]))
         source, shape = flat, (shape[0], int(math.prod(shape[1:])))

@@ -33,8 +33,9 @@ from .. import params
 from ..errors import ConfigError
 from .prototxt import Message
 from .upgrade import upgrade_net
-from .vocabulary import DATA_TYPES, ELEMENTWISE, LOSSES, SOURCE_PARAMS, check_structure, our_layer, \
-    phase as _phase, unknown_fields
+from .vocabulary import DATA_TYPES, ELEMENTWISE, LOSSES, SOURCE_PARAMS, check_structure, our_layer, unknown_fields
+from .vocabulary import phase as _phase
+
 
 class LayerShapes(typing.NamedTuple):
     """One layer as inference saw it: `bottoms` and `tops` are lists of (blob name, shape), a

@@ -16,8 +16,16 @@ import subprocess
 import numpy as np
 
 from ...errors import ConfigError, DropInCaffeError
-from .sources import (CIFAR_BATCH, CIFAR_TEST, CIFAR_TRAIN, CIFAR_TRAIN_BATCHES, IDX_IMAGES, IDX_LABELS, Split,
-                      output_paths)
+from .sources import (
+    CIFAR_BATCH,
+    CIFAR_TEST,
+    CIFAR_TRAIN,
+    CIFAR_TRAIN_BATCHES,
+    IDX_IMAGES,
+    IDX_LABELS,
+    Split,
+    output_paths,
+)
 
 CONVERTERS = {"idx": "convert_mnist_data", "cifar": "convert_cifar_data"}
 WRITERS = ("auto", "caffe", "python")

@@ -37,7 +37,7 @@ import tempfile
 
 from ...errors import ConfigError
 from .lmdb import WRITERS, build, tools_for
-from .sources import FORMAT, CLASSES, dataset, load, output_paths, shape_text, take
+from .sources import CLASSES, FORMAT, dataset, load, output_paths, shape_text, take
 
 # ---------------------------------------------------------------------------------------------
 # Preparing a dataset in OUT_DIR
