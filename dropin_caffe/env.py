@@ -272,14 +272,27 @@ def fetch_mnist(log=lambda line: None):
     return target
 
 
+# The embedded root's own system: a host folder bound over one of these (a command run from / or
+# /usr) would replace the root's Python and Caffe with the host's.
+SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/var/lib", "/var/cache",
+               "/proc", "/sys", "/dev", "/run", "/boot")
+
+
+def _is_system(path):
+    return path == "/" or any(path == d or path.startswith(d + os.sep) for d in SYSTEM_DIRS)
+
+
 def _binds():
     """Paths seen at the same place inside: the checkout (or the installed package and its
-    templates, not the site-packages around them), the working directory, /tmp, the cache, extras."""
+    templates, not the site-packages around them), the working directory, /tmp, the cache, extras;
+    never / or a system folder of the root."""
     extra = [p for p in os.environ.get("DROPIN_CAFFE_BIND", "").split(os.pathsep) if p]
     project = [REPO] if is_checkout() else list(_installed().values())
     paths = []
     for path in project + [os.getcwd(), "/tmp", home()] + extra:
         path = os.path.realpath(path)
+        if _is_system(path):
+            continue
         if os.path.exists(path) and not any(path == p or path.startswith(p + os.sep) for p in paths):
             paths = [p for p in paths if not p.startswith(path + os.sep)] + [path]
     return paths

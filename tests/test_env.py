@@ -124,3 +124,13 @@ def test_printed_commands_run_from_any_folder(tmp_path):
     assert printed.strip() == "caffe-env run export_net 'net 1.prototxt'"
     done = caffe_env(site, environ, "run", "export_net", "--help", cwd=str(tmp_path))
     assert done.returncode == 0 and "usage: export_net " in done.stdout, done.stderr
+
+
+def test_a_command_run_from_a_system_folder_keeps_the_roots_own_system(monkeypatch):
+    """From / (or /usr/share) the working directory is not bound over the embedded root: binding /
+    would replace the root's Python and Caffe with the host's."""
+    for folder in ("/", "/usr/share", "/etc"):
+        monkeypatch.chdir(folder)
+        binds = env._binds()
+        assert "/" not in binds and not any(b == folder or b.startswith("/usr") or b.startswith("/etc") for b in binds)
+    assert os.path.realpath("/tmp") in env._binds()
