@@ -17,22 +17,24 @@ import math
 import numpy as np
 
 from ..errors import ConfigError
-from .rewrite import per_axis
+from .rewrite import known_shape, per_axis
 
 REFUSE = "--replica-init identity: replica '%s' %s, so it cannot start as the identity map; %s"
 
 
-def identity_weights(net, replicas, shapes):
+def identity_weights(net, replicas, shapes, layers=()):
     """{replica name: (type, [weight, bias?])} of the identity start of each of `replicas` (layer
-    names in `net`), from the TRAIN blob `shapes`. Raises ConfigError for a replica whose output
-    cannot equal its input."""
+    names in `net`), from the TRAIN blob `shapes` (and `layers`, shapes.infer's, to say where an
+    unknown shape starts). Raises ConfigError for a replica whose output cannot equal its input."""
     by_name = {layer.get("name"): layer for layer in net.get_all("layer")}
-    return {name: (by_name[name].get("type"), _identity(by_name[name], shapes)) for name in replicas}
+    return {name: (by_name[name].get("type"), _identity(by_name[name], shapes, layers)) for name in replicas}
 
 
-def _identity(layer, shapes):
+def _identity(layer, shapes, layers):
     name, kind = layer.get("name"), layer.get("type")
     shape = shapes.get(layer.get("bottom"))
+    if shape is None and layers:  # the error names the blob whose shape is needed
+        shape = known_shape((shapes, layers), layer.get("bottom"), "--replica-init identity: replica '%s'" % name)
     if kind == "Convolution":
         param = layer.get("convolution_param")
         outputs, group = int(param.get("num_output")), int(param.get("group", 1))
