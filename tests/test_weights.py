@@ -14,7 +14,7 @@ from conftest import TINY_LAYERS
 from dropin_caffe.cli import run_experiments
 from dropin_caffe.cli.expand_net import main as expand_main
 from dropin_caffe.errors import CaffeEnvError, ConfigError
-from dropin_caffe.netgen import export, identity
+from dropin_caffe.netgen import export, identity, start
 from dropin_caffe.netgen.expand import expand_net
 
 TRAIN = {"name": "trained", "dataset": "mnist", "train_count": 200, "test_count": 100, "iterations": 30,
@@ -84,6 +84,23 @@ def test_an_identity_replica_that_adds_a_relu_is_not_promised(trained):
     assert found["at p = 0"][0] and found["at p = 0"][1] <= 1e-5
     assert not found["at p = 1"][0]
     assert any("identity replica 'conv2_1' reads a blob its followers change" in note for note in expansion.notes)
+
+
+def test_a_start_that_differs_where_equality_is_promised_is_an_error(trained):
+    """The proof itself: an init whose ip2 is not the trained one fails the p = 0 comparison."""
+    net, _, weights = trained
+    expansion = expand_net(net, replicate={"ip1": 1}, dropin_length=10, weights=weights)
+    original = export.reader.read_net(net)
+    wrong = dict(expansion.initial_weights, ip2=("InnerProduct", [a * 2 for a in expansion.initial_weights["ip2"][1]]))
+    checks = [("at p = 0 (every DropIn outputs prev)", "prev", None)]
+    with pytest.raises(ConfigError) as info:
+        start.prove(original, expansion.net, export.read_weights(weights), wrong, expansion.shapes, checks)
+    assert re.match(r"--weights: the expanded net at p = 0 \(every DropIn outputs prev\) must output what the trained "
+                    r"net does, but '\w+' differs by \S+ of its scale \(above 1e-05\); please report this net$",
+                    str(info.value)), str(info.value)
+    assert start.prove(original, expansion.net, export.read_weights(weights), wrong, expansion.shapes,
+                       [("at p = 0", "prev", "a reason")])[0].startswith(
+        "--weights: the start at p = 0 is not promised to be the trained net (a reason): largest difference ")
 
 
 def run_cli(argv):

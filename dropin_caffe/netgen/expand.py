@@ -201,10 +201,12 @@ def expand_net(net=None, **keywords):
     if options.validate:
         notes += validation.prove(original, expanded, emitted_solver, shapes)
     if options.weights is not None:
-        initial, started = start.initial_weights(options.weights, original, expanded, shapes, initial)
+        trained = start.read_trained(options.weights)
+        initial, started = start.initial_weights(options.weights, trained, original, expanded, shapes, initial)
         notes += started
         if options.validate:
-            notes += start.prove(original, expanded, initial, shapes, start.comparisons(plan, expanded, replicas))
+            checks = start.comparisons(plan, expanded, replicas)
+            notes += start.prove(original, expanded, trained, initial, shapes, checks)
     table = summary.rows(expanded, phases["TRAIN"][1])
     return Expansion(expanded, emitted_solver, table, notes, summary.totals(summary.rows(original, original_layers)),
                      summary.totals(table), name + suffix + ".prototxt",

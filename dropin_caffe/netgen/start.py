@@ -25,15 +25,19 @@ from .prototxt import Message
 TOLERANCE = 1e-5  # of the output's scale: float32 rounding of the same sums in another order
 
 
-def initial_weights(path, original, expanded, shapes, identity=None):
-    """(the init {layer: (type, [arrays])}, notes) of `expanded` started from the trained `path`.
+def read_trained(path):
+    """{layer: [arrays]} of the trained .caffemodel `path`; CaffeEnvError in one line without Caffe."""
+    export.need_caffe("--weights reads a .caffemodel, which", "expand_net")
+    return export.read_weights(path)
+
+
+def initial_weights(path, trained, original, expanded, shapes, identity=None):
+    """(the init {layer: (type, [arrays])}, notes) of `expanded` started from `trained`, read from `path`.
 
     shapes: {phase: {blob: shape}} of the expanded net; identity: the replicas' identity start
     ({layer: (type, [arrays])}) or None for their fillers. Raises ConfigError when the caffemodel
     shares no layer with the net or a common layer's blobs have other shapes.
     """
-    export.need_caffe("--weights reads a .caffemodel, which", "expand_net")
-    trained = export.read_weights(path)
     types = {str(layer.get("name")): str(layer.get("type")) for layer in expanded.get_all("layer")}
     own = [str(layer.get("name")) for layer in original.get_all("layer")]
     common = [name for name in types if name in trained]
@@ -119,19 +123,21 @@ def _nonnegative(layers, before, blob):
     return _plain_relu(producer)
 
 
-def prove(original, expanded, weights, shapes, checks, seed=0):
+def prove(original, expanded, trained, weights, shapes, checks, seed=0):
     """Notes, one per comparison of `checks` (`comparisons`): the largest difference between the
-    outputs of the original net with the trained weights and the expanded net with the init
-    `weights`; ConfigError where equality is promised and the difference is above TOLERANCE."""
+    outputs of the original net with the `trained` blobs ({layer: [arrays]}; the layers it lacks
+    from the init) and the expanded net with the init `weights` ({layer: (type, [arrays])});
+    ConfigError where equality is promised and the difference is above TOLERANCE."""
     data = _data_shapes(original, shapes["TEST"])
     unknown = sorted(top for top, shape in data.items() if shape is None)
     if unknown:
         return ["--weights: the start was not proven in Caffe: the shape of '%s' is unknown (give --input-shape %s="
                 "C,H,W to prove it)" % (unknown[0], unknown[0])]
-    reference, names = _outputs(original, weights, data, seed, None)
+    init = {name: arrays for name, (_, arrays) in weights.items()}
+    reference, names = _outputs(original, dict(init, **trained), data, seed, None)
     notes = []
     for label, test, why in checks:
-        got, _ = _outputs(expanded, weights, data, seed, test, names)
+        got, _ = _outputs(expanded, init, data, seed, test, names)
         blob, difference = max(((name, _relative(got[i], reference[i])) for i, name in enumerate(names)),
                                key=lambda item: item[1])
         if why is None and not difference <= TOLERANCE:
@@ -177,13 +183,13 @@ def _input_form(net, data, test):
 
 
 def _outputs(net, weights, data, seed, test, names=None):
-    """([output arrays], their blob names) of `net` in TEST with `weights`, fed seeded gaussian
+    """([output arrays], their blob names) of `net` in TEST with `weights` ({layer: [arrays]}), fed seeded gaussian
     data (first top of each data layer; the others 0). `names`: the original's outputs, matched by
     name among this net's outputs, the rest paired in order."""
     form = _input_form(net, data, test)
     built = validation.load_net(form, "TEST")
     for name, blobs in built.params.items():
-        for blob, array in zip(blobs, weights.get(name, (None, []))[1]):
+        for blob, array in zip(blobs, weights.get(name, ())):
             blob.data[...] = array
     rng = np.random.default_rng(seed)
     for layer in form.get_all("layer"):
