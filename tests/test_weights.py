@@ -233,3 +233,29 @@ def test_a_python_data_layer_whose_module_is_missing_expands_with_a_note(write, 
     given = expand_net(net, replicate={"conv2": 1}, dropin_length=10, replica_init="identity",
                        input_shape={"data": (2, 3, 16, 16)})
     assert np.array_equal(given.initial_weights["conv2_1"][1][0][:, :, 1, 1], np.eye(8, dtype=np.float32))
+
+
+def test_a_python_data_layer_whose_module_is_missing_takes_trained_weights_unproven(write, tmp_path):
+    """--weights on that net: the init holds the trained layers, the replicas are left to caffe train's
+    fillers, and notes say that Caffe could not build the net nor prove the start."""
+    net = write("roi.prototxt", ROI_NET)
+    stand_in = write("roi_input.prototxt", ROI_NET.replace(
+        'type: "Python" top: "data" top: "im_info" top: "gt_boxes"',
+        'type: "Input" top: "data" top: "im_info" top: "gt_boxes" input_param { shape { dim: 1 dim: 3 dim: 16 '
+        'dim: 16 } shape { dim: 1 dim: 3 } shape { dim: 1 dim: 5 } }'))
+    model = str(tmp_path / "roi.caffemodel")
+    caffe.Net(stand_in, caffe.TEST).save(model)
+    expansion = expand_net(net, replicate={"conv2": 1}, dropin_length=10, weights=model)
+    stored = export.read_weights(model)
+    assert sorted(expansion.initial_weights) == ["boxes", "conv1", "conv2"]
+    assert all(np.array_equal(a, b) for a, b in zip(expansion.initial_weights["conv2"][1], stored["conv2"]))
+    assert any(note.startswith("--weights: Caffe cannot build the expanded net here (Python 'input-data': its module "
+                               "'roi_data_layer.layer' is not importable here") for note in expansion.notes)
+    assert ("--weights: the start was not proven in Caffe: the shape of 'data' is unknown (give --input-shape "
+            "data=C,H,W to prove it)") in expansion.notes
+    given = expand_net(net, replicate={"conv2": 1}, dropin_length=10, weights=model,
+                       input_shape={"data": (1, 3, 16, 16), "im_info": (1, 3, 1, 1), "gt_boxes": (1, 5, 1, 1)})
+    assert sorted(given.initial_weights) == ["boxes", "conv1", "conv2", "conv2_1", "conv2_1_dropin"]
+    found = differences(given.notes)
+    print("fresh replica, RoI net conv2=1:", found)
+    assert found["at p = 0"][0] and found["at p = 0"][1] <= 1e-5

@@ -53,7 +53,8 @@ def initial_weights(path, trained, original, expanded, shapes, identity=None):
             raise ConfigError("--weights %s does not fit layer '%s': it holds blobs of shapes %s, the net's are %s; "
                               "give the .caffemodel trained with this net" % (path, name, _shapes(trained[name]),
                                                                               _shapes(fresh[name])))
-    missing = [name for name in own if name in fresh and name not in trained]
+    learned = fresh or {name: None for name in own if types.get(name) in vocabulary.LEARNED_TYPES}
+    missing = [name for name in own if name in learned and name not in trained]
     if missing:
         notes.append("--weights %s has no blobs for %s: they start from their fillers" % (path, ", ".join(missing)))
     weights = dict(fresh, **{name: trained[name] for name in common})
@@ -129,12 +130,14 @@ def prove(original, expanded, trained, weights, shapes, checks, seed=0):
     from the init) and the expanded net with the init `weights` ({layer: (type, [arrays])});
     ConfigError where equality is promised and the difference is above TOLERANCE."""
     data = _data_shapes(original, shapes["TEST"])
-    unknown = sorted(top for top, shape in data.items() if shape is None)
+    unknown = [top for top, shape in data.items() if shape is None]  # in net order
     if unknown:
         return ["--weights: the start was not proven in Caffe: the shape of '%s' is unknown (give --input-shape %s="
                 "C,H,W to prove it)" % (unknown[0], unknown[0])]
     init = {name: arrays for name, (_, arrays) in weights.items()}
     reference, names = _outputs(original, dict(init, **trained), data, seed, None)
+    if not names:
+        return ["--weights: the start was not proven in Caffe: the net has no output to compare"]
     notes = []
     for label, test, why in checks:
         got, _ = _outputs(expanded, init, data, seed, test, names)
@@ -183,9 +186,10 @@ def _input_form(net, data, test):
 
 
 def _outputs(net, weights, data, seed, test, names=None):
-    """([output arrays], their blob names) of `net` in TEST with `weights` ({layer: [arrays]}), fed seeded gaussian
-    data (first top of each data layer; the others 0). `names`: the original's outputs, matched by
-    name among this net's outputs, the rest paired in order."""
+    """([output arrays], their blob names) of `net` in TEST with `weights` ({layer: [arrays]}), fed
+    seeded gaussian data (first top of each data layer; the others 0). The outputs: the blobs no
+    layer reads but Silence. `names`: the original's outputs, matched by name among this net's
+    outputs, the rest paired in order."""
     form = _input_form(net, data, test)
     built = validation.load_net(form, "TEST")
     for name, blobs in built.params.items():
@@ -198,7 +202,9 @@ def _outputs(net, weights, data, seed, test, names=None):
                 blob = built.blobs[str(top)].data
                 blob[...] = rng.standard_normal(blob.shape) if index == 0 else 0
     built.forward()
-    found = [blob for blob in export.outputs_of(form) if blob not in export.p_tops(form)]
+    silenced = [str(b) for layer in form.get_all("layer") if str(layer.get("type")) == "Silence"
+                for b in layer.get_all("bottom")]
+    found = [blob for blob in dict.fromkeys(export.outputs_of(form) + silenced) if blob not in export.p_tops(form)]
     if names is not None:
         left = [blob for blob in found if blob not in names]
         found = [name if name in found else left.pop(0) for name in names]
