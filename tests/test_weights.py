@@ -155,6 +155,24 @@ def test_layers_missing_from_the_caffemodel_are_named_and_start_from_their_fille
     assert differences(expansion.notes)["at p = 0"][1] <= 1e-5  # the same draws in both nets
 
 
+def test_an_old_caffemodel_with_4d_blob_shapes_fits(trained, tmp_path):
+    """Old zoo caffemodels store (num, channels, height, width); Caffe loads them by size, and so does --weights."""
+    from caffe.proto import caffe_pb2
+    net, _, weights = trained
+    model = caffe_pb2.NetParameter()
+    for name, arrays in export.read_weights(weights).items():
+        layer = model.layers.add(name=name)  # V1 layers, legacy blob dims
+        for array in arrays:
+            dims = (1,) * (4 - array.ndim) + array.shape
+            layer.blobs.add(num=dims[0], channels=dims[1], height=dims[2], width=dims[3], data=array.ravel().tolist())
+    path = tmp_path / "old.caffemodel"
+    path.write_bytes(model.SerializeToString())
+    expansion = expand_net(net, replicate={"ip1": 1}, dropin_length=10, weights=str(path))
+    assert expansion.initial_weights["ip1"][1][0].shape == (500, 800)
+    assert np.array_equal(expansion.initial_weights["ip2"][1][1], export.read_weights(weights)["ip2"][1])
+    assert differences(expansion.notes)["at p = 0"][1] <= 1e-5
+
+
 @pytest.mark.parametrize("keywords, message", [
     ({"weights": "no/such.caffemodel"}, "--weights must be an existing file, got 'no/such.caffemodel'; give the path"),
     ({"widen": {"ip1": 600}}, "--widen with --weights is not supported yet: "),

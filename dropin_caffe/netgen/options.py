@@ -141,8 +141,6 @@ def _shape(text):
     return tuple(int(d) for d in text.split(","))
 
 
-
-
 def _existing_file(option):
     def check(value):
         if value is not None and (not isinstance(value, str) or not os.path.isfile(value)):

@@ -23,6 +23,7 @@ from . import export, rewrite, shapes as inference, validate as validation, voca
 from .prototxt import Message
 
 TOLERANCE = 1e-5  # of the output's scale: float32 rounding of the same sums in another order
+REGULARIZED = "--regularize replaces a Dropout by a DropIn whose prev is another blob"
 
 
 def read_trained(path):
@@ -36,7 +37,8 @@ def initial_weights(path, trained, original, expanded, shapes, identity=None):
 
     shapes: {phase: {blob: shape}} of the expanded net; identity: the replicas' identity start
     ({layer: (type, [arrays])}) or None for their fillers. Raises ConfigError when the caffemodel
-    shares no layer with the net or a common layer's blobs have other shapes.
+    shares no layer with the net or a common layer's blobs have other shapes. Blobs of an old
+    caffemodel (num, channels, height, width) are reshaped to the net's, in `trained` too.
     """
     types = {str(layer.get("name")): str(layer.get("type")) for layer in expanded.get_all("layer")}
     own = [str(layer.get("name")) for layer in original.get_all("layer")]
@@ -48,11 +50,12 @@ def initial_weights(path, trained, original, expanded, shapes, identity=None):
     notes = []
     fresh = _fresh_params(expanded, shapes, notes)
     for name in common:
-        wanted = [a.shape for a in fresh.get(name, trained[name])]
-        if [a.shape for a in trained[name]] != wanted:
+        wanted = fresh.get(name, trained[name])
+        if len(wanted) != len(trained[name]) or not all(map(_fits, trained[name], wanted)):
             raise ConfigError("--weights %s does not fit layer '%s': it holds blobs of shapes %s, the net's are %s; "
                               "give the .caffemodel trained with this net" % (path, name, _shapes(trained[name]),
                                                                               _shapes(fresh[name])))
+        trained[name] = [a.reshape(b.shape) for a, b in zip(trained[name], wanted)]
     learned = fresh or {name: None for name in own if types.get(name) in vocabulary.LEARNED_TYPES}
     missing = [name for name in own if name in learned and name not in trained]
     if missing:
@@ -60,6 +63,13 @@ def initial_weights(path, trained, original, expanded, shapes, identity=None):
     weights = dict(fresh, **{name: trained[name] for name in common})
     weights.update({name: arrays for name, (_, arrays) in (identity or {}).items()})
     return {name: (types[name], arrays) for name, arrays in weights.items()}, notes
+
+
+def _fits(given, wanted):
+    """A trained blob fits the net's: the same shape, or as old caffemodels store it (num, channels,
+    height, width), the shape with leading 1s, which Caffe's Blob::ShapeEquals accepts too."""
+    legacy = (1,) * (4 - wanted.ndim) + wanted.shape if wanted.ndim <= 4 else None
+    return given.shape == wanted.shape or given.shape == legacy
 
 
 def _shapes(arrays):
@@ -86,7 +96,7 @@ def comparisons(plan, expanded, replicas):
     inexact = [name for name in replicas if not passes_unchanged(expanded, name)] if plan.identity else replicas
     at_one = None
     if plan.regularize:
-        at_one = "--regularize replaces a Dropout by a DropIn whose prev is another blob"
+        at_one = REGULARIZED
     elif not plan.identity and replicas:
         at_one = "fresh replicas drawn from their fillers"
     elif inexact:
@@ -94,7 +104,7 @@ def comparisons(plan, expanded, replicas):
                  % inexact[0]
     if not drops:
         return [("without DropIn", None, at_one)]
-    at_zero = "--regularize replaces a Dropout by a DropIn whose prev is another blob" if plan.regularize else None
+    at_zero = REGULARIZED if plan.regularize else None
     return [("at p = 0 (every DropIn outputs prev)", "prev", at_zero),
             ("at p = 1 (every DropIn outputs new)", "new", at_one)]
 
@@ -111,7 +121,8 @@ def passes_unchanged(net, name):
 
 
 def _plain_relu(layer):
-    return str(layer.get("type")) == "ReLU" and float((layer.get("relu_param") or Message()).get("negative_slope", 0)) == 0
+    slope = float((layer.get("relu_param") or Message()).get("negative_slope", 0))
+    return str(layer.get("type")) == "ReLU" and slope == 0
 
 
 def _nonnegative(layers, before, blob):
