@@ -185,12 +185,17 @@ def test_bad_weights_options_are_refused_before_anything_is_read(trained, keywor
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
-def test_without_caffe_weights_is_one_line(trained, monkeypatch):
+def test_without_caffe_weights_is_one_line(trained, monkeypatch, tmp_path):
     net, _, weights = trained
-    monkeypatch.setitem(sys.modules, "caffe", None)  # as on a host where `import caffe` fails
-    with pytest.raises(CaffeEnvError, match=r"^--weights reads a .caffemodel, which needs Caffe, which .* cannot "
+    for module in ("caffe", "caffe.proto", "caffe.proto.caffe_pb2"):  # as on a host where `import caffe` fails
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(CaffeEnvError, match=r"^--weights \(reading a .caffemodel\) needs Caffe, which .* cannot "
                                             r"import .*; run it with the embedded Caffe: "):
         expand_net(net, replicate={"ip1": 1}, dropin_length=10, weights=weights, validate=False)
+    out_dir = str(tmp_path / "out")
+    code, out, err = run_cli([net, "--replicate", "ip1=1", "--dropin-length", "10", "--weights", weights, "-o", out_dir])
+    assert code == 2 and out == "" and err.startswith("expand_net.py: --weights (reading a .caffemodel) needs Caffe")
+    assert len(err.strip().splitlines()) == 1 and not os.path.exists(out_dir)
 
 
 def test_the_cli_prints_caffe_train_with_the_init_and_caffe_trains_from_it(trained, tmp_path):

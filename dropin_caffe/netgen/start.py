@@ -28,7 +28,7 @@ REGULARIZED = "--regularize replaces a Dropout by a DropIn whose prev is another
 
 def read_trained(path):
     """{layer: [arrays]} of the trained .caffemodel `path`; CaffeEnvError in one line without Caffe."""
-    export.need_caffe("--weights reads a .caffemodel, which", "expand_net")
+    export.need_caffe("--weights (reading a .caffemodel)", "expand_net")
     return export.read_weights(path)
 
 
