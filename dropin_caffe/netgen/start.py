@@ -7,9 +7,10 @@ builds the expanded net and its fresh params are read back) or their identity st
 
 The proof: Caffe builds the original net with the trained weights and the expanded net with the
 init, in TEST at batch 1, data layers as Input layers fed the same seeded gaussian input (labels 0),
-and compares every output of the original (the blobs no layer reads). At p = 0 (every DropIn's
-"test": "prev", in a copy used only here) the expanded net computes what the trained one does; at
-p = 1 ("test": "new") only where identity replicas read a blob their copied ReLUs pass unchanged.
+and compares every output of the original (the blobs no layer reads, and the scores its losses
+read: a loss at label 0 is a blunt witness). At p = 0 (every DropIn's "test": "prev", in a copy
+used only here) the expanded net computes what the trained one does; at p = 1 ("test": "new")
+only where identity replicas read a blob their copied ReLUs pass unchanged.
 Where the rewrite promises equality a difference above TOLERANCE of the output's scale is an error;
 elsewhere (fresh replicas at p = 1, --regularize, --no-dropin, an identity after a layer without
 ReLU) a note prints it.
@@ -199,8 +200,8 @@ def _input_form(net, data, test):
 def _outputs(net, weights, data, seed, test, names=None):
     """([output arrays], their blob names) of `net` in TEST with `weights` ({layer: [arrays]}), fed
     seeded gaussian data (first top of each data layer; the others 0). The outputs: the blobs no
-    layer reads but Silence. `names`: the original's outputs, matched by name among this net's
-    outputs, the rest paired in order."""
+    layer reads, and the scores losses and Accuracy read and the blobs Silence reads (`names`: the
+    original's, matched by name among this net's, the rest paired in order)."""
     form = _input_form(net, data, test)
     built = validation.load_net(form, "TEST")
     for name, blobs in built.params.items():
@@ -213,11 +214,18 @@ def _outputs(net, weights, data, seed, test, names=None):
                 blob = built.blobs[str(top)].data
                 blob[...] = rng.standard_normal(blob.shape) if index == 0 else 0
     built.forward()
-    silenced = [str(b) for layer in form.get_all("layer") if str(layer.get("type")) == "Silence"
-                for b in layer.get_all("bottom")]
-    found = [blob for blob in dict.fromkeys(export.outputs_of(form) + silenced) if blob not in export.p_tops(form)]
+    read = [str(b) for layer in form.get_all("layer") for b in _compared_bottoms(layer)]
+    found = [blob for blob in dict.fromkeys(export.outputs_of(form) + read) if blob not in export.p_tops(form)]
     if names is not None:
         left = [blob for blob in found if blob not in names]
         found = [name if name in found else left.pop(0) for name in names]
     return [built.blobs[blob].data.copy() for blob in found], found
 
+
+def _compared_bottoms(layer):
+    """The bottoms of `layer` the proof compares besides the outputs: a loss's or Accuracy's first
+    (the scores: a loss at label 0 is a blunt witness), all of a Silence's."""
+    kind = str(layer.get("type"))
+    if kind == "Silence":
+        return layer.get_all("bottom")
+    return layer.get_all("bottom")[:1] if vocabulary.is_loss(kind) or kind == "Accuracy" else []
