@@ -103,6 +103,27 @@ def test_a_start_that_differs_where_equality_is_promised_is_an_error(trained):
         "--weights: the start at p = 0 is not promised to be the trained net (a reason): largest difference ")
 
 
+DROPOUT_NET = TINY_LAYERS.replace('layer { name: "new"', '''layer { name: "relu" type: "ReLU" bottom: "prev" top: "prev" }
+layer { name: "drop" type: "Dropout" bottom: "prev" top: "prev" dropout_param { dropout_ratio: 0.5 } }
+layer { name: "new"''') + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "new" bottom: "label" top: "loss" }\n'
+
+
+@pytest.mark.parametrize("keywords, labels", [
+    ({"regularize": {"drop": 0.5}}, {"at p = 0": False, "at p = 1": True}),
+    ({"replicate": {"new": 1}, "dropin": False}, {"without DropIn": False}),
+])
+def test_where_equality_is_not_promised_a_note_gives_the_difference(write, tmp_path, keywords, labels):
+    net = write("dropout.prototxt", DROPOUT_NET)
+    model = str(tmp_path / "dropout.caffemodel")
+    caffe.Net(net, caffe.TEST).save(model)  # its weights as Caffe's fillers drew them
+    expansion = expand_net(net, dropin_length=10, weights=model, **keywords)
+    found = differences(expansion.notes)
+    print(keywords, found)
+    assert {label: promised for label, (promised, _) in found.items()} == labels
+    reason = "--regularize replaces a Dropout" if "regularize" in keywords else "fresh replicas drawn from their fillers"
+    assert all(reason in note for note in expansion.notes if "is not promised" in note)
+
+
 def run_cli(argv):
     out, err = io.StringIO(), io.StringIO()
     code = expand_main(argv, out=out, err=err)

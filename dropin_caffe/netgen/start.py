@@ -9,11 +9,11 @@ The proof: Caffe builds the original net with the trained weights and the expand
 init, in TEST at batch 1, data layers as Input layers fed the same seeded gaussian input (labels 0),
 and compares every output of the original (the blobs no layer reads, and the scores its losses
 read: a loss at label 0 is a blunt witness). At p = 0 (every DropIn's "test": "prev", in a copy
-used only here) the expanded net computes what the trained one does; at p = 1 ("test": "new")
-only where identity replicas read a blob their copied ReLUs pass unchanged.
-Where the rewrite promises equality a difference above TOLERANCE of the output's scale is an error;
-elsewhere (fresh replicas at p = 1, --regularize, --no-dropin, an identity after a layer without
-ReLU) a note prints it.
+used only here) the expanded net computes what the trained one does, but where --regularize put
+an upstream `prev`; at p = 1 ("test": "new") where there are no replicas or identity replicas read
+a blob their copied ReLUs pass unchanged. Where the rewrite promises equality a difference above
+TOLERANCE of the output's scale is an error; elsewhere (fresh replicas at p = 1 or without DropIn,
+--regularize at p = 0, an identity after a layer without ReLU) a note prints it.
 """
 import json
 
@@ -95,10 +95,8 @@ def comparisons(plan, expanded, replicas):
     """[(label, DropIn "test" mode or None, why equality is not promised or None)] the proof makes."""
     drops = [layer for layer in expanded.get_all("layer") if vocabulary.our_layer(layer) == "DropIn"]
     inexact = [name for name in replicas if not passes_unchanged(expanded, name)] if plan.identity else replicas
-    at_one = None
-    if plan.regularize:
-        at_one = REGULARIZED
-    elif not plan.identity and replicas:
+    at_one = None  # a regularizing DropIn at p = 1 is its Dropout's input, which a Dropout passes in TEST
+    if not plan.identity and replicas:
         at_one = "fresh replicas drawn from their fillers"
     elif inexact:
         at_one = "identity replica '%s' reads a blob its followers change (no ReLU before it, or not only ReLUs)" \
