@@ -274,6 +274,10 @@ def test_a_python_data_layer_whose_module_is_missing_expands_with_a_note(write, 
     with pytest.raises(ConfigError, match=r"^--replica-init identity: replica 'conv2_1': the shape of blob 'conv2' "
                                           r"is unknown .*--input-shape data=C,H,W"):
         expand_net(net, replicate={"conv2": 1}, dropin_length=10, replica_init="identity")
+    fork = write("fork.prototxt", ROI_NET.replace('type: "Python"', 'type: "MyForkRoIData"'))
+    notes = expand_net(fork, replicate={"conv2": 1}, dropin_length=10).notes
+    assert "this Caffe has no layer type MyForkRoIData (a fork's?): the emitted net was checked by caffe_pb2 and " \
+           "shape inference, not built" in notes
     given = expand_net(net, replicate={"conv2": 1}, dropin_length=10, replica_init="identity",
                        input_shape={"data": (2, 3, 16, 16)})
     assert np.array_equal(given.initial_weights["conv2_1"][1][0][:, :, 1, 1], np.eye(8, dtype=np.float32))
