@@ -216,7 +216,7 @@ def _outputs(net, weights, data, seed, test, names=None):
     found = [blob for blob in dict.fromkeys(export.outputs_of(form) + read) if blob not in export.p_tops(form)]
     if names is not None:
         left = [blob for blob in found if blob not in names]
-        found = [name if name in found else left.pop(0) for name in names]
+        found = [name if name in found or not left else left.pop(0) for name in names]
     return [built.blobs[blob].data.copy() for blob in found], found
 
 
