@@ -310,9 +310,15 @@ def test_v1_net_mixing_layer_and_layers(write, out_dir):
 
 @pytest.mark.caffe
 def test_database_input_without_a_shape(tmp_path, out_dir):
-    """The stock LeNet reads MNIST from an LMDB that is not here: its shape must be given."""
+    """The stock LeNet reads MNIST from an LMDB that is not here: its shape is given only where a rewrite
+    needs it (a pooling replica); a conv replica does not, so validation falls back to shape inference
+    with a note (issue 24)."""
     net = os.path.join(STOCK_MNIST, "lenet_train_test.prototxt")
-    refused([net, "--replicate", "conv2=1"] + DL, out_dir, "--input-shape", "data")
+    refused([net, "--replicate", "pool1=1"] + DL, out_dir, "--input-shape", "data")
+    code, out, err = expand_net(net, "--replicate", "conv2=1", *DL, "-q", "-o", out_dir)
+    assert code == 0, err
+    assert "note: Caffe cannot build the net here (Data 'mnist': its source is not here, so Caffe cannot read the " \
+           "shape of 'data'; give it with --input-shape data=C,H,W" in err, err
 
 
 @pytest.mark.caffe

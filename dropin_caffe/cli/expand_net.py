@@ -80,9 +80,9 @@ def _run(argv, out, err):
         print("wrote %s %s" % (kind, path), file=out)
     command = result.train_command(args.output_dir)
     if result.initial_weights is not None and command:
-        weights = os.path.join(args.output_dir, result.weights_name)
-        print("train with: %s   (a solver cannot name weights; to start the original layers from a trained "
-              "model too: --weights=TRAINED.caffemodel,%s)" % (env.command(shlex.split(command)), weights), file=out)
+        hint = "   (a solver cannot name weights; to start the original layers from a trained model too: " \
+               "--weights=TRAINED.caffemodel,%s)" % os.path.join(args.output_dir, result.weights_name)
+        print("train with: %s%s" % (env.command(shlex.split(command)), "" if args.weights else hint), file=out)
     return 0
 
 

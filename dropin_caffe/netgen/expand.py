@@ -17,7 +17,7 @@ import typing
 from .. import files
 from ..errors import ConfigError
 from . import plan as plans, prototxt, reader, shapes as inference, solver as solvers, summary, templates
-from . import identity, validate as validation, vocabulary
+from . import identity, start, validate as validation, vocabulary
 from .options import Options
 from .plan import PRESETS
 
@@ -47,7 +47,8 @@ class Expansion:
 
     @property
     def weights_name(self):
-        """The file name of `initial_weights` (the replicas' identity start) as `write` writes it."""
+        """The file name of `initial_weights` (the start from --weights, or the replicas' identity start)
+        as `write` writes it."""
         return None if self.initial_weights is None else self.net_name[: -len(".prototxt")] + "_init.caffemodel"
 
     def train_command(self, out_dir):
@@ -170,7 +171,8 @@ def expand_net(net=None, **keywords):
     (`options.OPTIONS`, `expand_net --help`), with the flag's values as Python values:
     replicate={LAYER: K}, regularize={DROPOUT_LAYER: P or (P, PREV_BLOB)}, widen={LAYER: C2},
     input_shape={BLOB: (C, H, W) or (N, C, H, W)}, settings={VAR: VALUE} (--set), dropin=False
-    (--no-dropin), validate=False (--no-validate); solver: a path, text or Message.
+    (--no-dropin), validate=False (--no-validate); solver: a path, text or Message; weights: a
+    trained .caffemodel of the net (the start, `initial_weights`, and its proof: `start.py`).
     """
     options = Options.from_keywords(net=net, **keywords)
     template, plan = options.plan()
@@ -195,9 +197,16 @@ def expand_net(net=None, **keywords):
     phases = {phase: inference.infer(expanded, phase, data, notes=inferred) for phase in ("TRAIN", "TEST")}
     notes[:0] = list(dict.fromkeys(inferred))
     shapes = {phase: found for phase, (found, _) in phases.items()}
-    initial = identity.identity_weights(expanded, replicas, shapes["TRAIN"]) if plan.identity else None
+    initial = identity.identity_weights(expanded, replicas, *phases["TRAIN"]) if plan.identity else None
     if options.validate:
         notes += validation.prove(original, expanded, emitted_solver, shapes)
+    if options.weights is not None:
+        trained = start.read_trained(options.weights)
+        initial, started = start.initial_weights(options.weights, trained, original, expanded, shapes, initial)
+        notes += started
+        if options.validate:
+            checks = start.comparisons(plan, expanded, replicas)
+            notes += start.prove(original, expanded, trained, initial, shapes, checks)
     table = summary.rows(expanded, phases["TRAIN"][1])
     return Expansion(expanded, emitted_solver, table, notes, summary.totals(summary.rows(original, original_layers)),
                      summary.totals(table), name + suffix + ".prototxt",

@@ -135,7 +135,7 @@ def read_weights(path):
 def _array(blob):
     shape = tuple(blob.shape.dim) if blob.HasField("shape") else (blob.num, blob.channels, blob.height, blob.width)
     values = blob.data if len(blob.data) else blob.double_data
-    array = np.array(values, dtype=np.float32)
+    array = np.fromiter(values, np.float32, len(values))  # 5 times faster than np.array on protobuf's container
     if array.size != int(np.prod(shape)):
         raise ConfigError("a blob in WEIGHTS holds %d values for shape %s; the file is damaged" % (array.size, shape))
     return array.reshape(shape)
@@ -175,7 +175,7 @@ def _with_layers(net, layers):
     return kept
 
 
-def _outputs(net):
+def outputs_of(net):
     """Caffe's net outputs: the blobs no later layer reads."""
     available = []
     for layer in _layers(net):
@@ -186,7 +186,7 @@ def _outputs(net):
     return available
 
 
-def _input_layer(layer, shapes):
+def input_layer(layer, shapes):
     tops = [str(top) for top in layer.get_all("top")]
     param = Message([["shape", Message([["dim", d] for d in shapes[top]])] for top in tops])
     return Message([["name", layer.get("name", "")], ["type", "Input"]] + [["top", t] for t in tops]
@@ -203,7 +203,7 @@ def _strip_rules(layer):
 def input_form(net, data_shapes, phase="TEST"):
     """`net` as Caffe builds it here: `phase`'s layers, data layers as Input layers of `data_shapes`."""
     kept = inference.phase_net(net, phase)
-    layers = [_input_layer(layer, data_shapes) if str(layer.get("type")) in vocabulary.DATA_TYPES
+    layers = [input_layer(layer, data_shapes) if str(layer.get("type")) in vocabulary.DATA_TYPES
               else _strip_rules(layer) for layer in _layers(kept)]
     kept.remove("state")
     return _with_layers(kept, layers)
@@ -220,7 +220,7 @@ def deploy(net, data_shapes):
     for layer in _layers(test):
         kind = str(layer.get("type"))
         if kind in vocabulary.DATA_TYPES:
-            layers.append(_input_layer(layer, data_shapes))
+            layers.append(input_layer(layer, data_shapes))
             gone.update(layer.get_all("top"))
         elif kind == "SoftmaxWithLoss":
             top = "prob" if "prob" not in taken else "%s_prob" % layer.get("name")
@@ -240,7 +240,7 @@ def deploy(net, data_shapes):
         else:
             layers.append(_strip_rules(layer))
     test.remove("state")
-    outputs = [blob for blob in _outputs(test) if blob not in gone] + probs
+    outputs = [blob for blob in outputs_of(test) if blob not in gone] + probs
     return _with_layers(test, layers), outputs
 
 
@@ -684,7 +684,7 @@ def export_net(net, weights, *, batch=1, input_shape=None, train_val=False, allo
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError("--batch must be an integer >= 1, got %r" % (batch,))
-    _need_caffe()
+    need_caffe("exporting", "export_net")
     if solver is not None and not train_val:
         raise ConfigError("--solver goes with --train-val (a deploy net is not trained); add --train-val or drop "
                           "--solver")
@@ -710,12 +710,13 @@ def export_net(net, weights, *, batch=1, input_shape=None, train_val=False, allo
                   name + suffix, solver_out, solver_name, exported_form)
 
 
-def _need_caffe():
+def need_caffe(what, tool):
+    """CaffeEnvError in one line when Caffe is not importable: `what` (exporting, ...) needs it."""
     try:
-        import caffe  # noqa: F401  (reading WEIGHTS, the proof and the .caffemodel all need it)
+        import caffe  # noqa: F401  (reading a .caffemodel, the proof and writing one all need it)
     except ImportError as error:
-        raise CaffeEnvError("exporting needs Caffe, which %s cannot import (%s); run it with the embedded Caffe: "
-                            "%s" % (sys.executable, error, env.command(["export_net", "..."]))) from None
+        raise CaffeEnvError("%s needs Caffe, which %s cannot import (%s); run it with the embedded Caffe: "
+                            "%s" % (what, sys.executable, error, env.command([tool, "..."]))) from None
 
 
 def _read_ours(net):
@@ -748,7 +749,7 @@ def _form(tree, data_shapes, input_shape, train_val):
         source, test_outputs = deploy(tree, data_shapes)
         found, layer_shapes = inference.infer(source, "TEST")
         return source, {"TEST": test_outputs}, found, layer_shapes
-    outputs = {phase: _outputs(inference.phase_net(tree, phase)) for phase in vocabulary.PHASES}
+    outputs = {phase: outputs_of(inference.phase_net(tree, phase)) for phase in vocabulary.PHASES}
     found, layer_shapes = {}, []
     for phase in vocabulary.PHASES:
         phase_found, phase_layers = inference.infer(tree, phase, _hints(data_shapes, input_shape))
@@ -762,7 +763,7 @@ def _stock(source, outputs, states, found, layer_shapes, stored, ours, train_val
     removed tops): ours replaced, the unused pruned, the stored weights carried over (but DropIn
     counters), widenings merged."""
     replaced, fixed, lines, renames = replace_ours(source, states, found, layer_shapes, frozen=train_val)
-    outputs = {phase: [renames.get(blob, blob) for blob in blobs if blob not in _p_tops(source)]
+    outputs = {phase: [renames.get(blob, blob) for blob in blobs if blob not in p_tops(source)]
                for phase, blobs in outputs.items()}
     exported = prune(replaced, outputs, trim_inputs=not train_val)
     weights, replaced_names = {}, {str(layer.get("name")) for layer in ours}
@@ -786,7 +787,7 @@ def _stock_solver(solver, solver_tree):
     return solver_out, reader.name_of(solver, "solver") + "_stock"
 
 
-def _p_tops(net):
+def p_tops(net):
     return {str(t) for layer in _layers(net) if vocabulary.our_layer(layer) == "DropIn"
             for t in layer.get_all("top")[1:]}
 

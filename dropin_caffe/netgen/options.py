@@ -8,6 +8,7 @@ and a row here (see docs/architecture.md).
 import dataclasses
 import difflib
 import math
+import os
 import typing
 
 from ..errors import ConfigError
@@ -140,6 +141,13 @@ def _shape(text):
     return tuple(int(d) for d in text.split(","))
 
 
+def _existing_file(option):
+    def check(value):
+        if value is not None and (not isinstance(value, str) or not os.path.isfile(value)):
+            raise ConfigError("%s must be an existing file, got %s; give the path of a .caffemodel"
+                              % (option, _shown(value)))
+        return value
+    return check
 
 
 SOURCE, REWRITES, OUTPUT = "source", "rewrites", "solver and output"
@@ -212,6 +220,9 @@ OPTIONS = [
            lambda v: v if v is None else _choice("--solver-mode", ("CPU", "GPU"))(v)),
     Option("settings", OUTPUT, "a template variable (data source, batch size, ...)",
            {"metavar": "VAR=VALUE"}, _settings, None, "--set", (str, "VAR=VALUE")),
+    Option("weights", OUTPUT, "a trained .caffemodel of the net: writes NET_dropin_init.caffemodel (its layers' "
+           "trained blobs, the replicas' start, DropIn counters at 0) and proves in Caffe that the expanded net "
+           "starts as the trained one", {"metavar": "TRAINED.caffemodel"}, _existing_file("--weights")),
     Option("validate", OUTPUT, "skip the caffe_pb2 and caffe.Net checks", {"action": "store_false"}, bool, True,
            "--no-validate"),
 ]
@@ -254,6 +265,9 @@ class Options:
         if both:
             raise ConfigError("--widen %s and --replicate %s: a layer is either widened or replicated; give one of "
                               "them" % (both[0], both[0]))
+        if self.weights is not None and self.widen:
+            raise ConfigError("--widen with --weights is not supported yet: the widened layers' consumers need "
+                              "zero-padded trained weights; widen without --weights, or replicate instead")
         if self.dropin_train == "blend" and not self.dropin:
             raise ConfigError("--dropin-train blend sets how DropIn layers train, but --no-dropin emits none; "
                               "drop one of the two")

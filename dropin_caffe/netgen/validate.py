@@ -264,16 +264,17 @@ def prove(original, net, solver, shapes):
     the emitted files (a Python compute layer whose module is not importable, ...).
     """
     notes = []
-    stand_ins = {phase: for_caffe(with_dummy_data(original, phase, shapes[phase])) for phase in shapes}
+    try:
+        stand_ins = {phase: for_caffe(with_dummy_data(original, phase, shapes[phase])) for phase in shapes}
+    except ConfigError as error:  # a data layer Caffe cannot run here, of a shape no rewrite needed
+        return _parsed_only(net, solver, "Caffe cannot build the net here (%s): the emitted files were checked by "
+                                         "caffe_pb2 and shape inference only" % error)
     try:
         if not all(prototxt.check_with_caffe_pb2(prototxt.dumps(stand_ins[phase]), "net") for phase in shapes):
             return ["Caffe is not importable here: the emitted files were checked by shape inference only"]
     except ConfigError:
-        notes.append("this Caffe's caffe_pb2 rejects the input net (a fork's layers or fields?): the emitted "
-                     "net was checked by shape inference only")
-        if solver is not None:
-            prototxt.check_with_caffe_pb2(prototxt.dumps(solver), "solver", filename="the emitted solver")
-        return notes
+        return _parsed_only(None, solver, "this Caffe's caffe_pb2 rejects the input net (a fork's layers or "
+                                          "fields?): the emitted net was checked by shape inference only")
     prototxt.check_with_caffe_pb2(prototxt.dumps(for_caffe(net)), "net", filename="the emitted net")
     if solver is not None:
         prototxt.check_with_caffe_pb2(prototxt.dumps(solver), "solver", filename="the emitted solver")
@@ -291,8 +292,24 @@ def prove(original, net, solver, shapes):
         return notes + ["this Caffe has no layer type %s (a fork's?): the emitted net was checked by caffe_pb2 "
                         "and shape inference, not built" % ", ".join(unknown)]
     for phase in ("TRAIN", "TEST"):
-        load_net(_at_batch_one(for_caffe(with_dummy_data(net, phase, shapes[phase]))), phase)
+        build(net, phase, shapes)
     return notes
+
+
+def _parsed_only(net, solver, note):
+    """[note], once caffe_pb2 has parsed the emitted net (unless None) and solver."""
+    if net is not None and prototxt.check_with_caffe_pb2(prototxt.dumps(for_caffe(net)), "net",
+                                                         filename="the emitted net") is False:
+        return ["Caffe is not importable here: the emitted files were checked by shape inference only"]
+    if solver is not None:
+        prototxt.check_with_caffe_pb2(prototxt.dumps(solver), "solver", filename="the emitted solver")
+    return [note]
+
+
+def build(net, phase, shapes):
+    """A caffe.Net of `net` in `phase` as `prove` builds it: data Caffe cannot run here as DummyData
+    of `shapes[phase]`, fork fields translated, at batch 1."""
+    return load_net(_at_batch_one(for_caffe(with_dummy_data(net, phase, shapes[phase]))), phase)
 
 
 def _at_batch_one(net):
