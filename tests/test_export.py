@@ -417,7 +417,8 @@ def expand(out_dir, data, *flags, max_iter=ITERATIONS, depth=DEPTH):
     code, _, err = _expand("--preset", "lenet-deep", "--depth", depth, "--dropin-length", LENGTH,
                            "--set", "train_source=%s" % data["train_lmdb"],
                            "--set", "test_source=%s" % data["test_lmdb"],
-                           "--max-iter", max_iter, "--solver-mode", "CPU", "-q", "-o", out_dir, *flags)
+                           "--max-iter", max_iter, "--solver-mode", "CPU", "--dropin-seed", 1, "-q", "-o", out_dir,
+                           *flags)
     assert code == 0, err
 
 
@@ -436,7 +437,7 @@ def train(out_dir, solver_name):
     solver.set("test_interval", 100000)
     solver.set("test_initialization", False)
     solver.set("snapshot_prefix", os.path.join(out_dir, "snap"))
-    solver.set("random_seed", 1)  # the same initial weights every run
+    solver.set("random_seed", 1)  # the same initial weights every run (and --dropin-seed the same masks)
     prototxt.write(solver_path, solver, force=True)
     start = time.time()
     run = subprocess.run(["caffe", "train", "--solver=%s" % solver_path], cwd=out_dir, env=ENVIRON,

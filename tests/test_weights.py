@@ -6,16 +6,20 @@ import re
 import subprocess
 import sys
 
-import caffe
 import numpy as np
 import pytest
 
-from conftest import TINY_LAYERS
+from conftest import HAS_CAFFE, TINY_LAYERS
 from dropin_caffe.cli import run_experiments
 from dropin_caffe.cli.expand_net import main as expand_main
 from dropin_caffe.errors import CaffeEnvError, ConfigError
 from dropin_caffe.netgen import export, identity, start
 from dropin_caffe.netgen.expand import expand_net
+
+if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests
+    import caffe
+
+pytestmark = pytest.mark.caffe  # every test here patches a model trained in Caffe
 
 TRAIN = {"name": "trained", "dataset": "mnist", "train_count": 200, "test_count": 100, "iterations": 30,
          "test_interval": 30, "seeds": [1], "configurations": {"LeNet": ["--template", "lenet", "--set",
@@ -103,7 +107,8 @@ def test_a_start_that_differs_where_equality_is_promised_is_an_error(trained):
         "--weights: the start at p = 0 is not promised to be the trained net (a reason): largest difference ")
 
 
-DROPOUT_NET = TINY_LAYERS.replace('layer { name: "new"', '''layer { name: "relu" type: "ReLU" bottom: "prev" top: "prev" }
+DROPOUT_NET = TINY_LAYERS.replace('layer { name: "new"', '''
+layer { name: "relu" type: "ReLU" bottom: "prev" top: "prev" }
 layer { name: "drop" type: "Dropout" bottom: "prev" top: "prev" dropout_param { dropout_ratio: 0.5 } }
 layer { name: "new"''') + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "new" bottom: "label" top: "loss" }\n'
 
@@ -118,9 +123,9 @@ def test_where_equality_is_not_promised_a_note_gives_the_difference(write, tmp_p
     caffe.Net(net, caffe.TEST).save(model)  # its weights as Caffe's fillers drew them
     expansion = expand_net(net, dropin_length=10, weights=model, **keywords)
     found = differences(expansion.notes)
-    print(keywords, found)
     assert {label: promised for label, (promised, _) in found.items()} == labels
-    reason = "--regularize replaces a Dropout" if "regularize" in keywords else "fresh replicas drawn from their fillers"
+    reason = ("--regularize replaces a Dropout" if "regularize" in keywords
+              else "fresh replicas drawn from their fillers")
     assert all(reason in note for note in expansion.notes if "is not promised" in note)
 
 
@@ -214,7 +219,8 @@ def test_without_caffe_weights_is_one_line(trained, monkeypatch, tmp_path):
                                             r"import .*; run it with the embedded Caffe: "):
         expand_net(net, replicate={"ip1": 1}, dropin_length=10, weights=weights, validate=False)
     out_dir = str(tmp_path / "out")
-    code, out, err = run_cli([net, "--replicate", "ip1=1", "--dropin-length", "10", "--weights", weights, "-o", out_dir])
+    code, out, err = run_cli([net, "--replicate", "ip1=1", "--dropin-length", "10", "--weights", weights,
+                              "-o", out_dir])
     assert code == 2 and out == "" and err.startswith("expand_net.py: --weights (reading a .caffemodel) needs Caffe")
     assert len(err.strip().splitlines()) == 1 and not os.path.exists(out_dir)
 

@@ -16,8 +16,11 @@ import typing
 
 from .. import files
 from ..errors import ConfigError
-from . import plan as plans, prototxt, reader, shapes as inference, solver as solvers, summary, templates
-from . import identity, start, validate as validation, vocabulary
+from . import identity, prototxt, reader, start, summary, templates, vocabulary
+from . import plan as plans
+from . import shapes as inference
+from . import solver as solvers
+from . import validate as validation
 from .options import Options
 from .plan import PRESETS
 

@@ -12,7 +12,8 @@ import os
 import typing
 
 from ..errors import ConfigError
-from . import plan as plans, templates
+from . import plan as plans
+from . import templates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +50,8 @@ def _integer(option, least, meaning="", fix=""):
 def _positive_number(option, meaning, example):
     def check(value):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ConfigError("%s %s must be a finite number > 0 (%s), got %s" % (option, meaning, example, _shown(value)))
+            raise ConfigError("%s %s must be a finite number > 0 (%s), got %s"
+                              % (option, meaning, example, _shown(value)))
         return value
     return check
 
@@ -57,7 +59,8 @@ def _positive_number(option, meaning, example):
 def _choice(option, choices, what=""):
     def check(value):
         if value not in choices:
-            raise ConfigError("%s must be %s%s, got %r" % (option, " or ".join('"%s"' % c for c in choices), what, value))
+            allowed = " or ".join('"%s"' % choice for choice in choices)
+            raise ConfigError("%s must be %s%s, got %r" % (option, allowed, what, value))
         return value
     return check
 
@@ -251,7 +254,8 @@ class Options:
     def _check_together(self):
         given = [k for k in ("net", "template", "preset") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ConfigError("give exactly one of a net, a template or a preset, got %s" % (", ".join(given) or "none"))
+            raise ConfigError("give exactly one of a net, a template or a preset, got %s"
+                              % (", ".join(given) or "none"))
         if self.preset != "lenet-deep" and (self.depth is not None or self.width is not None):
             raise ConfigError("%s applies to the lenet-deep preset only" % ("--depth" if self.depth is not None
                                                                             else "--width"))

@@ -20,7 +20,9 @@ import json
 import numpy as np
 
 from ..errors import ConfigError, clip
-from . import export, rewrite, shapes as inference, validate as validation, vocabulary
+from . import export, rewrite, vocabulary
+from . import shapes as inference
+from . import validate as validation
 from .prototxt import Message
 
 TOLERANCE = 1e-5  # of the output's scale: float32 rounding of the same sums in another order

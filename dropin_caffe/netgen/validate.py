@@ -19,12 +19,13 @@ import os
 import sys
 import tempfile
 
-from . import prototxt
 from .. import native
 from ..errors import ConfigError, DropInCaffeError, clip
+from . import prototxt
 from .prototxt import Enum, Message
 from .shapes import infer, phase_net, replaced_input
-from .vocabulary import SOURCE_PARAMS, is_native, phase as _phase
+from .vocabulary import SOURCE_PARAMS, is_native
+from .vocabulary import phase as _phase
 
 
 def _source_missing(layer):
