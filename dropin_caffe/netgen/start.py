@@ -15,6 +15,7 @@ a blob their copied ReLUs pass unchanged. Where the rewrite promises equality a 
 TOLERANCE of the output's scale is an error; elsewhere (fresh replicas at p = 1 or without DropIn,
 --regularize at p = 0, an identity after a layer without ReLU) a note prints it.
 """
+import collections
 import json
 
 import numpy as np
@@ -35,13 +36,108 @@ def read_trained(path):
     return export.read_weights(path)
 
 
-def initial_weights(path, trained, original, expanded, shapes, identity=None):
+Widening = collections.namedtuple("Widening", "name outputs width consumers channelwise")
+Widening.__doc__ = """A layer widened from `outputs` to `width` channels, its weighted consumers and the
+per-channel learned layers between (`rewrite.zero_paddable`), for --widen with --weights."""
+
+
+def widenings(original, widen):
+    """[Widening] of the plan's `widen` [(layer, C2)] in the (upgraded) `original` net; ConfigError
+    naming the layer where zero input weights cannot keep the trained function."""
+    found = []
+    for name, width in widen:
+        layer = rewrite.find_layer(original, name, "--widen")
+        outputs = int((layer.get("convolution_param") or layer.get("inner_product_param")).get("num_output"))
+        found.append(Widening(name, outputs, width, *rewrite.zero_paddable(original, name, width)))
+    return found
+
+
+def zero_padded(array, axis, old, new, fill=0.0):
+    """`array` with its `axis` of `old` channels (each a block of consecutive entries: 1, or H*W where an
+    InnerProduct reads a flattened C x H x W blob, channel-major) grown to `new`: the old entries first,
+    unchanged, then the new channels' blocks, `fill`."""
+    block = array.shape[axis] // old
+    head, tail = array.shape[:axis], array.shape[axis + 1:]
+    grown = np.full(head + (new, block) + tail, fill, dtype=array.dtype)
+    grown[(slice(None),) * axis + (slice(0, old),)] = array.reshape(head + (old, block) + tail)
+    return grown.reshape(head + (new * block,) + tail)
+
+
+def _input_axis(layer):
+    """The axis of `layer`'s weights along its inputs: 0 for Deconvolution (in x out x ...) and a
+    transposed InnerProduct, else 1 (out x in x ...)."""
+    transpose = str((layer.get("inner_product_param") or Message([])).get("transpose", "false")).lower() == "true"
+    return 0 if str(layer.get("type")) == "Deconvolution" or transpose else 1
+
+
+def _padded_layers(path, trained, widened):
+    """{layer: [arrays]}: the trained blobs of each widening's consumers with zero input weights for the
+    new channels (biases unchanged), and of the per-channel layers between, grown neutral (BatchNorm mean
+    0 and variance 1, Scale weight 1, Bias 0, PReLU slopes repeated)."""
+    padded = {}
+    for widening in widened:
+        old, new = widening.outputs, widening.width
+        for layer in widening.consumers:
+            name = str(layer.get("name"))
+            if name not in trained:
+                continue
+            weight = trained[name][0]
+            if str(layer.get("type")) == "InnerProduct":
+                weight = weight.reshape(weight.shape[-2:])  # an old caffemodel's (1, 1, out, in)
+            axis = _input_axis(layer)
+            if weight.shape[axis] % old:
+                raise ConfigError("--weights %s does not fit layer '%s': it reads %d inputs, not a multiple of "
+                                  "%s's %d channels; give the .caffemodel trained with this net"
+                                  % (path, name, weight.shape[axis], widening.name, old))
+            padded[name] = [zero_padded(weight, axis, old, new)] + list(trained[name][1:])
+        for layer in widening.channelwise:
+            name, kind = str(layer.get("name")), str(layer.get("type"))
+            if name not in trained:
+                continue
+            arrays = [a.reshape(-1) if a.size == old else a for a in trained[name]]
+            if kind == "BatchNorm":  # Caffe's [mean, variance] are stored times the scale factor
+                fills = [0.0, float(arrays[2].reshape(-1)[0]) if len(arrays) > 2 else 1.0]
+            elif kind == "Scale":
+                fills = [1.0, 0.0] if len(layer.get_all("bottom")) == 1 else [0.0]
+            else:
+                fills = [None] if kind == "PReLU" else [0.0]
+            padded[name] = [(np.resize(a, new) if fill is None else zero_padded(a, 0, old, new, fill))
+                            if a.ndim == 1 and a.size == old else a for a, fill in zip(arrays, fills + [0.0] * 3)]
+    return padded
+
+
+def _neutral_followers(weights, trained, expanded, widened):
+    """The extra layer's copied followers in `weights` made neutral: BatchNorm mean 0, variance 1, factor 1;
+    Scale weight 1, bias 0; Bias 0; PReLU slopes the original's (repeated to the extra channels)."""
+    for widening in widened:
+        members, chain = rewrite.widened_parts(expanded, widening.name)
+        for member, copy in zip(members[1:], chain[1:]):
+            name, kind = str(copy.get("name")), str(copy.get("type"))
+            if name not in weights:
+                continue
+            arrays = weights[name]
+            if kind == "BatchNorm":
+                weights[name] = [np.zeros_like(arrays[0]), np.ones_like(arrays[1])] + \
+                                [np.ones_like(a) for a in arrays[2:]]
+            elif kind == "Scale":
+                weights[name] = [np.ones_like(arrays[0])] + [np.zeros_like(a) for a in arrays[1:]] \
+                    if len(copy.get_all("bottom")) == 1 else [np.zeros_like(a) for a in arrays]
+            elif kind == "Bias":
+                weights[name] = [np.zeros_like(a) for a in arrays]
+            elif kind == "PReLU" and str(member.get("name")) in trained:
+                slopes = trained[str(member.get("name"))][0]
+                weights[name] = [np.resize(slopes, arrays[0].shape).astype(arrays[0].dtype)]
+
+
+def initial_weights(path, trained, original, expanded, shapes, identity=None, widened=()):
     """(the init {layer: (type, [arrays])}, notes) of `expanded` started from `trained`, read from `path`.
 
     shapes: {phase: {blob: shape}} of the expanded net; identity: the replicas' identity start
-    ({layer: (type, [arrays])}) or None for their fillers. Raises ConfigError when the caffemodel
-    shares no layer with the net or a common layer's blobs have other shapes. Blobs of an old
-    caffemodel (num, channels, height, width) are reshaped to the net's, in `trained` too.
+    ({layer: (type, [arrays])}) or None for their fillers; widened: [Widening] (`widenings`), whose
+    consumers start from their trained blobs zero-padded and whose extra followers start neutral.
+    Raises ConfigError when the caffemodel shares no layer with the net or a common layer's blobs
+    have other shapes. Blobs of an old caffemodel (num, channels, height, width) are reshaped to the
+    net's, in `trained` too (the consumers of a widening keep their trained blobs there).
     """
     types = {str(layer.get("name")): str(layer.get("type")) for layer in expanded.get_all("layer")}
     own = [str(layer.get("name")) for layer in original.get_all("layer")]
@@ -52,19 +148,24 @@ def initial_weights(path, trained, original, expanded, shapes, identity=None):
                                                      clip(", ".join(trained) or "no blobs", 120)))
     notes = []
     fresh = _fresh_params(expanded, shapes, notes)
+    padded = _padded_layers(path, trained, widened)
+    given = dict(trained, **padded)
     for name in common:
-        wanted = fresh.get(name, trained[name])
-        if len(wanted) != len(trained[name]) or not all(map(_fits, trained[name], wanted)):
+        wanted = fresh.get(name, given[name])
+        if len(wanted) != len(given[name]) or not all(map(_fits, given[name], wanted)):
             raise ConfigError("--weights %s does not fit layer '%s': it holds blobs of shapes %s, the net's are %s; "
                               "give the .caffemodel trained with this net" % (path, name, _shapes(trained[name]),
                                                                               _shapes(fresh[name])))
-        trained[name] = [a.reshape(b.shape) for a, b in zip(trained[name], wanted)]
+        given[name] = [a.reshape(b.shape) for a, b in zip(given[name], wanted)]
+        if name not in padded:  # the original net of the proof reads the padded layers' trained blobs
+            trained[name] = given[name]
     learned = fresh or {name: None for name in own if types.get(name) in vocabulary.LEARNED_TYPES}
     missing = [name for name in own if name in learned and name not in trained]
     if missing:
         notes.append("--weights %s has no blobs for %s: they start from their fillers" % (path, ", ".join(missing)))
-    weights = dict(fresh, **{name: trained[name] for name in common})
+    weights = dict(fresh, **{name: given[name] for name in common})
     weights.update({name: arrays for name, (_, arrays) in (identity or {}).items()})
+    _neutral_followers(weights, trained, expanded, widened)
     return {name: (types[name], arrays) for name, arrays in weights.items()}, notes
 
 
