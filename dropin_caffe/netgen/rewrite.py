@@ -17,7 +17,8 @@
   Concat of the two, prev the layer's output zero-padded to C2 channels (Resize), and a gradual
   DropIn joins them: the first C units are the layer's at every p, the extra ones grow in from
   zero. The paper names starting thin and adding units during training as future work; this
-  construction is our choice. The consumers are built for C2 inputs (Caffe re-derives their weights).
+  construction is our choice. The consumers are built for C2 inputs (Caffe re-derives their weights;
+  `zero_paddable` says whether expand_net --weights can start them from trained ones, zero-padded).
 Each DropIn's param_str config is given complete (`plan.Plan.joins`: its length, start and seed);
 the rewrites only place it. A rewrite reads the shapes it needs from `shapes.infer` of the net as
 it is (the caller infers again after each rewrite), and returns the layers it added (`Rewritten`).
@@ -552,8 +553,10 @@ def widen(net, name, width, dropin, inferred, p_top=False, notices=None):
         them = "it" if one else "them"
         notices.append("--widen %s=%d: %s read%s %d channels instead of %d, so Caffe gives %s more input weights; "
                        "a --weights file trained before the widening cannot load %s (Caffe stops on the shape "
-                       "mismatch): rename %s to start %s fresh" % (name, width, ", ".join(learned), "s" if one else "",
-                                                                  width, outputs, them, them, them, them))
+                       "mismatch): rename %s to start %s fresh, or give expand_net the trained model with "
+                       "--weights, which starts %s zero-padded" % (name, width, ", ".join(learned),
+                                                                   "s" if one else "", width, outputs, them, them,
+                                                                   them, them, them))
     return Rewritten([layer.get("name") for layer in block], [])
 
 

@@ -3,17 +3,28 @@
 The original layers keep their names, so the expanded net's initial weights (NET_dropin_init.caffemodel)
 are the trained layers' blobs unchanged, the replicas drawn once by Caffe from their fillers (Caffe
 builds the expanded net and its fresh params are read back) or their identity start
-(`--replica-init identity`), and the DropIn counters at 0.
+(`--replica-init identity`), and the DropIn counters at 0. A widened layer (--widen) keeps its trained
+blobs; its extra layer is drawn like a replica, the extra's copied followers start neutral (BatchNorm
+mean 0, variance 1, factor 1; Scale 1 and 0; PReLU the original's slopes), and every weighted consumer
+of the widened output keeps its trained weights for the old inputs with ZERO for the new ones (per-channel
+layers between grow neutral), so the new units enter multiplied by zero. Where zeros cannot keep the
+function (a grouped consumer, a layer between that mixes or moves channels) `rewrite.zero_paddable`
+refuses the widening.
 
 The proof: Caffe builds the original net with the trained weights and the expanded net with the
 init, in TEST at batch 1, data layers as Input layers fed the same seeded gaussian input (labels 0),
 and compares every output of the original (the blobs no layer reads, and the scores its losses
-read: a loss at label 0 is a blunt witness). At p = 0 (every DropIn's "test": "prev", in a copy
-used only here) the expanded net computes what the trained one does, but where --regularize put
-an upstream `prev`; at p = 1 ("test": "new") where there are no replicas or identity replicas read
-a blob their copied ReLUs pass unchanged. Where the rewrite promises equality a difference above
-TOLERANCE of the output's scale is an error; elsewhere (fresh replicas at p = 1 or without DropIn,
---regularize at p = 0, an identity after a layer without ReLU) a note prints it.
+read: a loss at label 0 is a blunt witness). What is promised equal to the trained net:
+
+    p = 0 ("test": "prev", in a copy used only here): always, but where --regularize put an upstream
+          `prev` (a widening's prev is its layer's output zero-padded, read by zero weights);
+    p = 1 ("test": "new"): with no replicas, or identity replicas reading a blob their copied ReLUs
+          pass unchanged; a widening alone is promised (its new units meet zero weights);
+    without DropIn: as p = 1.
+
+Where equality is promised a difference above TOLERANCE of the output's scale is an error and
+nothing is written; elsewhere (fresh replicas at p = 1 or without DropIn, --regularize at p = 0, an
+identity after a layer without ReLU) a note prints it.
 """
 import collections
 import json
@@ -195,7 +206,8 @@ def _fresh_params(net, shapes, notes):
 # The proof
 
 def comparisons(plan, expanded, replicas):
-    """[(label, DropIn "test" mode or None, why equality is not promised or None)] the proof makes."""
+    """[(label, DropIn "test" mode or None, why equality is not promised or None)] the proof makes (the
+    promises of the module docstring; a widening promises equality at p = 0 and p = 1 by itself)."""
     drops = [layer for layer in expanded.get_all("layer") if vocabulary.our_layer(layer) == "DropIn"]
     inexact = [name for name in replicas if not passes_unchanged(expanded, name)] if plan.identity else replicas
     at_one = None  # a regularizing DropIn at p = 1 is its Dropout's input, which a Dropout passes in TEST
