@@ -184,3 +184,47 @@ def test_a_layer_that_mixes_channels_before_the_consumer_is_refused(tmp_path, be
     if "LRN" in between:  # within each channel it mixes none: conv2 is the consumer
         within = export.reader.read_net(text.replace("local_size: 3", "local_size: 3 norm_region: WITHIN_CHANNEL"))
         assert [layer.get("name") for layer in start.widenings(within, [("conv1", 12)])[0].consumers] == ["conv2"]
+
+
+BETWEEN = '''name: "between"
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { data_filler { type: "gaussian" std: 1 } data_filler { type: "uniform" min: 0 max: 3.99 }
+                     shape { dim: 8 dim: 3 dim: 8 dim: 8 } shape { dim: 8 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+layer { name: "prelu1" type: "PReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "bn" type: "BatchNorm" bottom: "pool1" top: "pool1" }
+layer { name: "scale" type: "Scale" bottom: "pool1" top: "pool1" scale_param { bias_term: true } }
+layer { name: "up" type: "Deconvolution" bottom: "pool1" top: "up"
+  convolution_param { num_output: 5 kernel_size: 2 stride: 2 weight_filler { type: "msra" } } }
+layer { name: "fc" type: "InnerProduct" bottom: "up" top: "fc"
+  inner_product_param { num_output: 4 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }
+'''
+
+
+def test_a_deconvolution_consumer_and_batchnorm_between_are_padded_and_start_as_the_trained_net(tmp_path):
+    """conv1 (with a PReLU follower) -> Pooling -> BatchNorm + Scale -> Deconvolution: the deconvolution's
+    weights (in x out x kh x kw) get zeros along axis 0, BatchNorm and Scale grow neutral channels."""
+    net = tmp_path / "between.prototxt"
+    net.write_text(BETWEEN)
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "%s"\nbase_lr: 0.05\nmomentum: 0.9\nlr_policy: "fixed"\nmax_iter: 20\ndisplay: 0\n'
+                      'snapshot_after_train: false\nsolver_mode: CPU\nrandom_seed: 1\n' % net)
+    sgd = caffe.SGDSolver(str(solver))
+    sgd.step(20)
+    model = str(tmp_path / "between.caffemodel")
+    sgd.net.save(model)
+    stored = export.read_weights(model)
+    found, init = check_widened_start(str(net), model, {"conv1": 12}, {"data": (1, 3, 8, 8), "label": (1,)}, "fc",
+                                      tmp_path)
+    print("conv1 -> pool -> BN + Scale -> Deconvolution, conv1=12 (proof, pycaffe):", found)
+    up = init["up"][0]
+    assert up.shape == (12, 5, 2, 2) and np.array_equal(up[:8], stored["up"][0]) and not up[8:].any()
+    factor = stored["bn"][2][0]
+    assert np.array_equal(init["bn"][0][:8], stored["bn"][0]) and not init["bn"][0][8:].any()
+    assert np.all(init["bn"][1][8:] == factor) and init["bn"][2][0] == factor  # variance 1 once divided
+    assert np.all(init["scale"][0][8:] == 1) and not init["scale"][1][8:].any()
+    assert np.array_equal(init["conv1_extra_prelu"][0], stored["prelu1"][0][:4])  # the original's slopes
