@@ -14,7 +14,7 @@ from test_weights import differences, trained  # noqa: F401 (the fixture)
 from conftest import HAS_CAFFE
 from dropin_caffe.cli.expand_net import main as expand_main
 from dropin_caffe.errors import ConfigError
-from dropin_caffe.netgen import export, prototxt, start
+from dropin_caffe.netgen import export, identity, prototxt, start
 from dropin_caffe.netgen.expand import expand_net
 
 if HAS_CAFFE:  # else this module is still collected, and conftest skips its tests
@@ -94,7 +94,10 @@ def test_lenet_widened_at_conv2_pads_ip1s_flattened_input_channel_major(trained,
     expansion = expand_net(net, widen={"conv2": 60}, dropin_length=10, weights=weights)
     weight, stored = expansion.initial_weights["ip1"][1][0], export.read_weights(weights)["ip1"][0]
     assert weight.shape == (500, 960) and np.array_equal(weight[:, :800], stored) and not weight[:, 800:].any()
-    assert all(promised and difference <= 1e-5 for promised, difference in differences(expansion.notes).values())
+    found = differences(expansion.notes)
+    print("LeNet conv2=60:", found)
+    assert set(found) == {"at p = 0", "at p = 1"} and all(promised and difference <= 1e-5
+                                                          for promised, difference in found.values())
 
 
 BLOCKS = '''name: "blocks"
@@ -228,3 +231,25 @@ def test_a_deconvolution_consumer_and_batchnorm_between_are_padded_and_start_as_
     assert np.all(init["bn"][1][8:] == factor) and init["bn"][2][0] == factor  # variance 1 once divided
     assert np.all(init["scale"][0][8:] == 1) and not init["scale"][1][8:].any()
     assert np.array_equal(init["conv1_extra_prelu"][0], stored["prelu1"][0][:4])  # the original's slopes
+
+
+def test_lenet_widened_without_dropin_is_the_trained_net(trained):  # noqa: F811
+    """--no-dropin: the consumers read the Concat itself, the wide net, which the zeros make the trained one."""
+    net, _, weights = trained
+    expansion = expand_net(net, widen={"ip1": 600}, dropin=False, weights=weights)
+    found = differences(expansion.notes)
+    print("LeNet ip1=600 without DropIn:", found)
+    assert set(found) == {"without DropIn"} and found["without DropIn"][0] and found["without DropIn"][1] <= 1e-5
+
+
+def test_a_consumer_whose_inputs_are_no_multiple_of_the_channels_is_refused(trained, tmp_path):  # noqa: F811
+    net, _, weights = trained
+    stored = export.read_weights(weights)
+    model = str(tmp_path / "odd.caffemodel")
+    with open(model, "wb") as f:
+        f.write(identity.caffemodel(dict({name: ("X", arrays) for name, arrays in stored.items()},
+                                         ip1=("InnerProduct", [np.zeros((500, 801), np.float32), stored["ip1"][1]]))))
+    with pytest.raises(ConfigError) as info:
+        expand_net(net, widen={"conv2": 60}, dropin_length=10, weights=model)
+    assert str(info.value) == ("--weights %s does not fit layer 'ip1': it reads 801 inputs, not a multiple of conv2's "
+                               "50 channels; give the .caffemodel trained with this net" % model)
