@@ -395,7 +395,8 @@ def test_widen_emits_the_extra_layer_concat_padded_prev_and_dropin(net):
     assert inferred["pool1"] == (2, 10, 2, 2)
     assert notices == ["--widen conv1=10: ip1 reads 10 channels instead of 6, so Caffe gives it more input weights; "
                        "a --weights file trained before the widening cannot load it (Caffe stops on the shape "
-                       "mismatch): rename it to start it fresh"]
+                       "mismatch): rename it to start it fresh, or give expand_net the trained model with "
+                       "--weights, which starts it zero-padded"]
 
 
 @pytest.mark.caffe

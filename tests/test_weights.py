@@ -201,7 +201,6 @@ def test_an_old_caffemodel_with_4d_blob_shapes_fits(trained, tmp_path):
 
 @pytest.mark.parametrize("keywords, message", [
     ({"weights": "no/such.caffemodel"}, "--weights must be an existing file, got 'no/such.caffemodel'; give the path"),
-    ({"widen": {"ip1": 600}}, "--widen with --weights is not supported yet: "),
 ])
 def test_bad_weights_options_are_refused_before_anything_is_read(trained, keywords, message):
     net, _, weights = trained

@@ -185,6 +185,7 @@ def expand_net(net=None, **keywords):
     data.update(_database_shapes(original, data, inferred))
     found, original_layers = inference.infer(original, "TRAIN", data, notes=inferred)
     expanded, notes, replicas = plans.apply_plan(original, plan, solvers.iter_size(solver_tree), data)
+    widened = start.widenings(original, plan.widen) if options.weights is not None else []
     suffix = "_" + plan.suffix if plan.suffix else ""
     emitted_solver = None
     if solver_tree is not None:
@@ -205,7 +206,8 @@ def expand_net(net=None, **keywords):
         notes += validation.prove(original, expanded, emitted_solver, shapes)
     if options.weights is not None:
         trained = start.read_trained(options.weights)
-        initial, started = start.initial_weights(options.weights, trained, original, expanded, shapes, initial)
+        initial, started = start.initial_weights(options.weights, trained, original, expanded, shapes, initial,
+                                                   widened)
         notes += started
         if options.validate:
             checks = start.comparisons(plan, expanded, replicas)

@@ -269,9 +269,6 @@ class Options:
         if both:
             raise ConfigError("--widen %s and --replicate %s: a layer is either widened or replicated; give one of "
                               "them" % (both[0], both[0]))
-        if self.weights is not None and self.widen:
-            raise ConfigError("--widen with --weights is not supported yet: the widened layers' consumers need "
-                              "zero-padded trained weights; widen without --weights, or replicate instead")
         if self.dropin_train == "blend" and not self.dropin:
             raise ConfigError("--dropin-train blend sets how DropIn layers train, but --no-dropin emits none; "
                               "drop one of the two")

@@ -17,7 +17,8 @@
   Concat of the two, prev the layer's output zero-padded to C2 channels (Resize), and a gradual
   DropIn joins them: the first C units are the layer's at every p, the extra ones grow in from
   zero. The paper names starting thin and adding units during training as future work; this
-  construction is our choice. The consumers are built for C2 inputs (Caffe re-derives their weights).
+  construction is our choice. The consumers are built for C2 inputs (Caffe re-derives their weights;
+  `zero_paddable` says whether expand_net --weights can start them from trained ones, zero-padded).
 Each DropIn's param_str config is given complete (`plan.Plan.joins`: its length, start and seed);
 the rewrites only place it. A rewrite reads the shapes it needs from `shapes.infer` of the net as
 it is (the caller infers again after each rewrite), and returns the layers it added (`Rewritten`).
@@ -552,9 +553,71 @@ def widen(net, name, width, dropin, inferred, p_top=False, notices=None):
         them = "it" if one else "them"
         notices.append("--widen %s=%d: %s read%s %d channels instead of %d, so Caffe gives %s more input weights; "
                        "a --weights file trained before the widening cannot load %s (Caffe stops on the shape "
-                       "mismatch): rename %s to start %s fresh" % (name, width, ", ".join(learned), "s" if one else "",
-                                                                  width, outputs, them, them, them, them))
+                       "mismatch): rename %s to start %s fresh, or give expand_net the trained model with "
+                       "--weights, which starts %s zero-padded" % (name, width, ", ".join(learned),
+                                                                   "s" if one else "", width, outputs, them, them,
+                                                                   them, them, them))
     return Rewritten([layer.get("name") for layer in block], [])
+
+
+# Layers that act on each channel alone (or only move data within it), through which a widened
+# output may reach its weighted consumers when --weights zero-pads their new input weights.
+CHANNELWISE_TYPES = (FOLLOWER_TYPES - {"LRN"}) | {"Pooling", "Flatten", "Split", "AbsVal", "Power", "Exp", "Log",
+                                                 "BNLL", "Threshold", "Clip", "Swish"}
+
+
+def zero_paddable(net, name, width):
+    """(the weighted consumers of layer `name`'s widened output, the per-channel learned layers on the
+    way to them) in `net` (the original), for `--widen NAME=C2 --weights`: zero input weights for the
+    new channels keep the trained function only if the channels reach each consumer unmixed and in
+    place, and the consumer reads all of them (group 1). ConfigError naming the layer otherwise."""
+    members = unit(net, find_layer(net, name, "--widen"))
+    all_layers = layers(net)
+    grown, weighted, channelwise = {members[-1].get("top")}, [], []
+    for layer in all_layers[all_layers.index(members[-1]) + 1:]:
+        if not grown & set(layer.get_all("bottom")):
+            continue
+        why = _mixes(layer)
+        if why:
+            raise ConfigError("--widen %s=%s with --weights: %s %s, so zero input weights for the new channels "
+                              "cannot keep the trained function; widen without --weights, or widen a layer whose "
+                              "output reaches its consumers through channel-wise layers only"
+                              % (name, width, layer.get("name"), why))
+        if layer.get("type") in WEIGHT_TYPES:
+            weighted.append(layer)
+            continue
+        if layer.get("type") in LEARNED_TYPES:
+            channelwise.append(layer)
+        grown |= set(layer.get_all("top"))
+    return weighted, channelwise
+
+
+def _mixes(layer):
+    """Why the widened channels cannot be zero-padded through `layer`, or None."""
+    kind = str(layer.get("type"))
+    param = layer.get("convolution_param") or layer.get("inner_product_param") or Message([])
+    if kind in WEIGHT_TYPES:
+        if int(param.get("group", 1)) != 1:
+            return "is a grouped %s (group: %s): each group reads its own slice of the channels, which the new " \
+                   "ones shift" % (kind, param.get("group"))
+        if int(_axis(layer)) != 1:
+            return "computes along axis %s, not the channels' axis 1" % _axis(layer)
+        return None
+    if kind == "LRN":
+        region = str((layer.get("lrn_param") or Message([])).get("norm_region", "ACROSS_CHANNELS"))
+        return None if region == "WITHIN_CHANNEL" else "(LRN across channels) mixes the channels"
+    if kind not in CHANNELWISE_TYPES:
+        return "(%s) mixes or moves the channels before a weighted layer reads them" % kind
+    return None
+
+
+def widened_parts(net, name):
+    """(the layer `name`'s unit, its extra layer's chain) in `net` after `widen`: the extra layer and
+    its copied followers come right after the unit, one copy per follower."""
+    members = unit(net, find_layer(net, name, "--widen"))
+    all_layers = layers(net)
+    end = all_layers.index(members[-1])
+    return members, all_layers[end + 1:end + 1 + len(members)]
 
 
 def dropin_configs(net):

@@ -3,18 +3,30 @@
 The original layers keep their names, so the expanded net's initial weights (NET_dropin_init.caffemodel)
 are the trained layers' blobs unchanged, the replicas drawn once by Caffe from their fillers (Caffe
 builds the expanded net and its fresh params are read back) or their identity start
-(`--replica-init identity`), and the DropIn counters at 0.
+(`--replica-init identity`), and the DropIn counters at 0. A widened layer (--widen) keeps its trained
+blobs; its extra layer is drawn like a replica, the extra's copied followers start neutral (BatchNorm
+mean 0, variance 1, factor 1; Scale 1 and 0; PReLU the original's slopes), and every weighted consumer
+of the widened output keeps its trained weights for the old inputs with ZERO for the new ones (per-channel
+layers between grow neutral), so the new units enter multiplied by zero. Where zeros cannot keep the
+function (a grouped consumer, a layer between that mixes or moves channels) `rewrite.zero_paddable`
+refuses the widening.
 
 The proof: Caffe builds the original net with the trained weights and the expanded net with the
 init, in TEST at batch 1, data layers as Input layers fed the same seeded gaussian input (labels 0),
 and compares every output of the original (the blobs no layer reads, and the scores its losses
-read: a loss at label 0 is a blunt witness). At p = 0 (every DropIn's "test": "prev", in a copy
-used only here) the expanded net computes what the trained one does, but where --regularize put
-an upstream `prev`; at p = 1 ("test": "new") where there are no replicas or identity replicas read
-a blob their copied ReLUs pass unchanged. Where the rewrite promises equality a difference above
-TOLERANCE of the output's scale is an error; elsewhere (fresh replicas at p = 1 or without DropIn,
---regularize at p = 0, an identity after a layer without ReLU) a note prints it.
+read: a loss at label 0 is a blunt witness). What is promised equal to the trained net:
+
+    p = 0 ("test": "prev", in a copy used only here): always, but where --regularize put an upstream
+          `prev` (a widening's prev is its layer's output zero-padded, read by zero weights);
+    p = 1 ("test": "new"): with no replicas, or identity replicas reading a blob their copied ReLUs
+          pass unchanged; a widening alone is promised (its new units meet zero weights);
+    without DropIn: as p = 1.
+
+Where equality is promised a difference above TOLERANCE of the output's scale is an error and
+nothing is written; elsewhere (fresh replicas at p = 1 or without DropIn, --regularize at p = 0, an
+identity after a layer without ReLU) a note prints it.
 """
+import collections
 import json
 
 import numpy as np
@@ -35,13 +47,108 @@ def read_trained(path):
     return export.read_weights(path)
 
 
-def initial_weights(path, trained, original, expanded, shapes, identity=None):
+Widening = collections.namedtuple("Widening", "name outputs width consumers channelwise")
+Widening.__doc__ = """A layer widened from `outputs` to `width` channels, its weighted consumers and the
+per-channel learned layers between (`rewrite.zero_paddable`), for --widen with --weights."""
+
+
+def widenings(original, widen):
+    """[Widening] of the plan's `widen` [(layer, C2)] in the (upgraded) `original` net; ConfigError
+    naming the layer where zero input weights cannot keep the trained function."""
+    found = []
+    for name, width in widen:
+        layer = rewrite.find_layer(original, name, "--widen")
+        outputs = int((layer.get("convolution_param") or layer.get("inner_product_param")).get("num_output"))
+        found.append(Widening(name, outputs, width, *rewrite.zero_paddable(original, name, width)))
+    return found
+
+
+def zero_padded(array, axis, old, new, fill=0.0):
+    """`array` with its `axis` of `old` channels (each a block of consecutive entries: 1, or H*W where an
+    InnerProduct reads a flattened C x H x W blob, channel-major) grown to `new`: the old entries first,
+    unchanged, then the new channels' blocks, `fill`."""
+    block = array.shape[axis] // old
+    head, tail = array.shape[:axis], array.shape[axis + 1:]
+    grown = np.full(head + (new, block) + tail, fill, dtype=array.dtype)
+    grown[(slice(None),) * axis + (slice(0, old),)] = array.reshape(head + (old, block) + tail)
+    return grown.reshape(head + (new * block,) + tail)
+
+
+def _input_axis(layer):
+    """The axis of `layer`'s weights along its inputs: 0 for Deconvolution (in x out x ...) and a
+    transposed InnerProduct, else 1 (out x in x ...)."""
+    transpose = str((layer.get("inner_product_param") or Message([])).get("transpose", "false")).lower() == "true"
+    return 0 if str(layer.get("type")) == "Deconvolution" or transpose else 1
+
+
+def _padded_layers(path, trained, widened):
+    """{layer: [arrays]}: the trained blobs of each widening's consumers with zero input weights for the
+    new channels (biases unchanged), and of the per-channel layers between, grown neutral (BatchNorm mean
+    0 and variance 1, Scale weight 1, Bias 0, PReLU slopes repeated)."""
+    padded = {}
+    for widening in widened:
+        old, new = widening.outputs, widening.width
+        for layer in widening.consumers:
+            name = str(layer.get("name"))
+            if name not in trained:
+                continue
+            weight = trained[name][0]
+            if str(layer.get("type")) == "InnerProduct":
+                weight = weight.reshape(weight.shape[-2:])  # an old caffemodel's (1, 1, out, in)
+            axis = _input_axis(layer)
+            if weight.shape[axis] % old:
+                raise ConfigError("--weights %s does not fit layer '%s': it reads %d inputs, not a multiple of "
+                                  "%s's %d channels; give the .caffemodel trained with this net"
+                                  % (path, name, weight.shape[axis], widening.name, old))
+            padded[name] = [zero_padded(weight, axis, old, new)] + list(trained[name][1:])
+        for layer in widening.channelwise:
+            name, kind = str(layer.get("name")), str(layer.get("type"))
+            if name not in trained:
+                continue
+            arrays = [a.reshape(-1) if a.size == old else a for a in trained[name]]
+            if kind == "BatchNorm":  # Caffe's [mean, variance] are stored times the scale factor
+                fills = [0.0, float(arrays[2].reshape(-1)[0]) if len(arrays) > 2 else 1.0]
+            elif kind == "Scale":
+                fills = [1.0, 0.0] if len(layer.get_all("bottom")) == 1 else [0.0]
+            else:
+                fills = [None] if kind == "PReLU" else [0.0]
+            padded[name] = [(np.resize(a, new) if fill is None else zero_padded(a, 0, old, new, fill))
+                            if a.ndim == 1 and a.size == old else a for a, fill in zip(arrays, fills + [0.0] * 3)]
+    return padded
+
+
+def _neutral_followers(weights, trained, expanded, widened):
+    """The extra layer's copied followers in `weights` made neutral: BatchNorm mean 0, variance 1, factor 1;
+    Scale weight 1, bias 0; Bias 0; PReLU slopes the original's (repeated to the extra channels)."""
+    for widening in widened:
+        members, chain = rewrite.widened_parts(expanded, widening.name)
+        for member, copy in zip(members[1:], chain[1:]):
+            name, kind = str(copy.get("name")), str(copy.get("type"))
+            if name not in weights:
+                continue
+            arrays = weights[name]
+            if kind == "BatchNorm":
+                weights[name] = [np.zeros_like(arrays[0]), np.ones_like(arrays[1])] + \
+                                [np.ones_like(a) for a in arrays[2:]]
+            elif kind == "Scale":
+                weights[name] = [np.ones_like(arrays[0])] + [np.zeros_like(a) for a in arrays[1:]] \
+                    if len(copy.get_all("bottom")) == 1 else [np.zeros_like(a) for a in arrays]
+            elif kind == "Bias":
+                weights[name] = [np.zeros_like(a) for a in arrays]
+            elif kind == "PReLU" and str(member.get("name")) in trained:
+                slopes = trained[str(member.get("name"))][0]
+                weights[name] = [np.resize(slopes, arrays[0].shape).astype(arrays[0].dtype)]
+
+
+def initial_weights(path, trained, original, expanded, shapes, identity=None, widened=()):
     """(the init {layer: (type, [arrays])}, notes) of `expanded` started from `trained`, read from `path`.
 
     shapes: {phase: {blob: shape}} of the expanded net; identity: the replicas' identity start
-    ({layer: (type, [arrays])}) or None for their fillers. Raises ConfigError when the caffemodel
-    shares no layer with the net or a common layer's blobs have other shapes. Blobs of an old
-    caffemodel (num, channels, height, width) are reshaped to the net's, in `trained` too.
+    ({layer: (type, [arrays])}) or None for their fillers; widened: [Widening] (`widenings`), whose
+    consumers start from their trained blobs zero-padded and whose extra followers start neutral.
+    Raises ConfigError when the caffemodel shares no layer with the net or a common layer's blobs
+    have other shapes. Blobs of an old caffemodel (num, channels, height, width) are reshaped to the
+    net's, in `trained` too (the consumers of a widening keep their trained blobs there).
     """
     types = {str(layer.get("name")): str(layer.get("type")) for layer in expanded.get_all("layer")}
     own = [str(layer.get("name")) for layer in original.get_all("layer")]
@@ -52,19 +159,24 @@ def initial_weights(path, trained, original, expanded, shapes, identity=None):
                                                      clip(", ".join(trained) or "no blobs", 120)))
     notes = []
     fresh = _fresh_params(expanded, shapes, notes)
+    padded = _padded_layers(path, trained, widened)
+    given = dict(trained, **padded)
     for name in common:
-        wanted = fresh.get(name, trained[name])
-        if len(wanted) != len(trained[name]) or not all(map(_fits, trained[name], wanted)):
+        wanted = fresh.get(name, given[name])
+        if len(wanted) != len(given[name]) or not all(map(_fits, given[name], wanted)):
             raise ConfigError("--weights %s does not fit layer '%s': it holds blobs of shapes %s, the net's are %s; "
                               "give the .caffemodel trained with this net" % (path, name, _shapes(trained[name]),
                                                                               _shapes(fresh[name])))
-        trained[name] = [a.reshape(b.shape) for a, b in zip(trained[name], wanted)]
+        given[name] = [a.reshape(b.shape) for a, b in zip(given[name], wanted)]
+        if name not in padded:  # the original net of the proof reads the padded layers' trained blobs
+            trained[name] = given[name]
     learned = fresh or {name: None for name in own if types.get(name) in vocabulary.LEARNED_TYPES}
     missing = [name for name in own if name in learned and name not in trained]
     if missing:
         notes.append("--weights %s has no blobs for %s: they start from their fillers" % (path, ", ".join(missing)))
-    weights = dict(fresh, **{name: trained[name] for name in common})
+    weights = dict(fresh, **{name: given[name] for name in common})
     weights.update({name: arrays for name, (_, arrays) in (identity or {}).items()})
+    _neutral_followers(weights, trained, expanded, widened)
     return {name: (types[name], arrays) for name, arrays in weights.items()}, notes
 
 
@@ -94,7 +206,8 @@ def _fresh_params(net, shapes, notes):
 # The proof
 
 def comparisons(plan, expanded, replicas):
-    """[(label, DropIn "test" mode or None, why equality is not promised or None)] the proof makes."""
+    """[(label, DropIn "test" mode or None, why equality is not promised or None)] the proof makes (the
+    promises of the module docstring; a widening promises equality at p = 0 and p = 1 by itself)."""
     drops = [layer for layer in expanded.get_all("layer") if vocabulary.our_layer(layer) == "DropIn"]
     inexact = [name for name in replicas if not passes_unchanged(expanded, name)] if plan.identity else replicas
     at_one = None  # a regularizing DropIn at p = 1 is its Dropout's input, which a Dropout passes in TEST
