@@ -312,3 +312,50 @@ def test_a_python_data_layer_whose_module_is_missing_takes_trained_weights_unpro
     found = differences(given.notes)
     print("fresh replica, RoI net conv2=1:", found)
     assert found["at p = 0"][0] and found["at p = 0"][1] <= 1e-5
+
+
+def test_a_configuration_with_weights_starts_from_the_trained_model(trained, tmp_path, capsys):
+    """run_experiments: --weights in an unchained configuration's arguments makes its init the whole
+    start: Caffe loads it, and the test at iteration 0 is the trained net's own last test."""
+    net, solver, weights = trained
+    arguments = [net, "--solver", solver, "--replicate", "ip1=1", "--dropin-length", "10", "--weights", weights]
+    experiment = dict(TRAIN, name="patched", iterations=10, test_interval=10,
+                      configurations={"patched": arguments})
+    path = tmp_path / "patched.json"
+    path.write_text(json.dumps(experiment))
+    out_dir = tmp_path / "out"
+    assert run_experiments.main([str(path), "-o", str(out_dir), "--data-dir", str(tmp_path / "data")]) == 0, \
+        capsys.readouterr()[1]
+    run_dir = out_dir / "patched" / "seed1"
+    log = (run_dir / "caffe.log").read_text()
+    assert "Finetuning from %s" % (run_dir / "init.caffemodel") in log
+    before = re.findall(r"Test net output #\d+: accuracy = (\S+)", open(os.path.join(os.path.dirname(weights),
+                                                                                   "caffe.log")).read())
+    after = re.findall(r"Test net output #\d+: accuracy = (\S+)", log)
+    assert after[0] == before[-1]  # iteration 0 of the patched net is the trained net
+
+    chained = dict(experiment, configurations={"first": [net, "--solver", solver, "--replicate", "ip1=1",
+                                                         "--no-dropin"],
+                                               "patched": {"arguments": arguments, "after": "first"}})
+    path.write_text(json.dumps(chained))
+    capsys.readouterr()
+    assert run_experiments.main([str(path), "-o", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr()[1]
+    assert 'configuration "patched": "after" and --weights both give its start' in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out2").exists()
+
+
+def test_the_exported_start_is_the_trained_model(trained, tmp_path):
+    """export_net of the start (the init, iteration 0): DropIn at p = 0 is removed, the replica goes
+    with it, and what is left is the trained LeNet's layers with the trained blobs, so its function."""
+    net, solver, weights = trained
+    expansion = expand_net(net, replicate={"ip1": 1}, dropin_length=10, weights=weights, solver=solver)
+    expansion.write(str(tmp_path))
+    exported = export.export_net(str(tmp_path / expansion.net_name), str(tmp_path / expansion.weights_name))
+    assert any("p = 0 (counter 0): removed, its consumers read 'ip1' (prev)" in line for line in exported.lines)
+    kept = [str(layer.get("name")) for layer in exported.net.get_all("layer")]
+    assert "ip1_1" not in kept and {"conv1", "conv2", "ip1", "ip2"} <= set(kept)
+    trained_blobs = export.read_weights(weights)
+    for name, arrays in exported.weights.items():
+        assert all(np.array_equal(a, b) for a, b in zip(arrays, trained_blobs[name])), name
+    assert exported.proof and max(relative for _, _, relative in exported.proof) <= 1e-5

@@ -115,8 +115,12 @@ def check_configurations(experiment, keywords):
     data = {"train_lmdb": "train_lmdb", "test_lmdb": "test_lmdb", "mean_file": "mean.binaryproto",
             "shape": SHAPES.get(experiment.dataset, (1, 28, 28))}
     for name in experiment.configurations:
+        stage = experiment.stage(name)
+        if stage.after is not None and keywords(stage.arguments).get("weights"):
+            raise ConfigError('configuration "%s": "after" and --weights both give its start (the chained run\'s '
+                              'final weights, a trained model); give one of them' % clip(name))
         try:
-            built = _expand(keywords(experiment.stage(name).arguments), data)
+            built = _expand(keywords(stage.arguments), data)
         except ConfigError as error:
             raise ConfigError('configuration "%s": %s' % (clip(name), error)) from None
         if built.solver is None:
