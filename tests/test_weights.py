@@ -359,3 +359,14 @@ def test_the_exported_start_is_the_trained_model(trained, tmp_path):
     for name, arrays in exported.weights.items():
         assert all(np.array_equal(a, b) for a, b in zip(arrays, trained_blobs[name])), name
     assert exported.proof and max(relative for _, _, relative in exported.proof) <= 1e-5
+
+
+def test_the_exported_start_of_a_widening_is_the_trained_function(trained, tmp_path):
+    """A widened start exported at iteration 0: the export is proven equal to the start, and the
+    start to the trained net, so the export computes the trained model's function."""
+    net, solver, weights = trained
+    expansion = expand_net(net, widen={"conv1": 30}, dropin_length=10, weights=weights, solver=solver)
+    assert max(difference for _, difference in differences(expansion.notes).values()) <= 1e-5
+    expansion.write(str(tmp_path))
+    exported = export.export_net(str(tmp_path / expansion.net_name), str(tmp_path / expansion.weights_name))
+    assert exported.proof and max(relative for _, _, relative in exported.proof) <= 1e-5
