@@ -100,13 +100,16 @@ def test_lenet_widened_at_conv2_pads_ip1s_flattened_input_channel_major(trained,
                                                           for promised, difference in found.values())
 
 
-BLOCKS = '''name: "blocks"
-layer { name: "data" type: "DummyData" top: "data" top: "label"
+# Labelled 8x3x8x8 gaussian data into an 8-channel conv1: the head of both nets below.
+HEAD = '''layer { name: "data" type: "DummyData" top: "data" top: "label"
   dummy_data_param { data_filler { type: "gaussian" std: 1 } data_filler { type: "uniform" min: 0 max: 3.99 }
                      shape { dim: 8 dim: 3 dim: 8 dim: 8 } shape { dim: 8 } } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
   convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
-layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+'''
+
+BLOCKS = '''name: "blocks"
+''' + HEAD + '''layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
 layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
 layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
 layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
@@ -190,12 +193,7 @@ def test_a_layer_that_mixes_channels_before_the_consumer_is_refused(tmp_path, be
 
 
 BETWEEN = '''name: "between"
-layer { name: "data" type: "DummyData" top: "data" top: "label"
-  dummy_data_param { data_filler { type: "gaussian" std: 1 } data_filler { type: "uniform" min: 0 max: 3.99 }
-                     shape { dim: 8 dim: 3 dim: 8 dim: 8 } shape { dim: 8 } } }
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-  convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
-layer { name: "prelu1" type: "PReLU" bottom: "conv1" top: "conv1" }
+''' + HEAD + '''layer { name: "prelu1" type: "PReLU" bottom: "conv1" top: "conv1" }
 layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
   pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
 layer { name: "bn" type: "BatchNorm" bottom: "pool1" top: "pool1" }

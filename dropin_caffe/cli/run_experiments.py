@@ -60,7 +60,7 @@ class Progress(runner.Events):
     def __init__(self, stream):
         self.total, self.finished, self.current = 0, 0, {}
         self.stream, self.tty = stream, stream.isatty()
-        self.started, self.last_print = time.time(), 0.0
+        self.started = time.time()
         self.lock = threading.Lock()
 
     def start(self, total_iterations):

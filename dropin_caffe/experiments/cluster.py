@@ -76,10 +76,6 @@ def _read_token(path, token):
         return False
 
 
-def _stop(tag):
-    training.stop(tag)
-
-
 class Cluster:
     """A connection to the Dask scheduler at `address`."""
 
@@ -159,7 +155,7 @@ class Cluster:
         except KeyboardInterrupt:  # stop the runs going on (each snapshots), drop the others
             training.stop(tasks[0].tag)
             self.client.cancel(list(futures.values()))
-            self.client.run(_stop, tasks[0].tag)
+            self.client.run(training.stop, tasks[0].tag)
             raise
         finally:
             self.client.unsubscribe_topic(topic)

@@ -177,8 +177,9 @@ def _snapshot_files(run):
     return found
 
 
-def drop_snapshots_before(run, iteration):
-    """Delete the snapshot pairs older than `iteration` (a complete one): only the newest is needed."""
+def drop_snapshots_before(run, iteration=float("inf")):
+    """Delete the snapshot pairs older than `iteration` (a complete one): only the newest is needed.
+    Without `iteration`, every snapshot goes (a run that starts afresh)."""
     for older, paths in _snapshot_files(run).items():
         if older < iteration:
             for path in paths:
@@ -233,9 +234,7 @@ def execute(task, events=None):
                                                      "at": time.strftime("%Y-%m-%d %H:%M:%S")})
         else:
             record = {"definition": run.definition, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "resumes": []}
-            for stale in _snapshot_files(run).values():
-                for path in stale:
-                    os.remove(path)
+            drop_snapshots_before(run)
         record["finished"] = None
         run.write_record(record)
         ok, tail, seconds = _train(task, events, resume, lock)
