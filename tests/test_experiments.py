@@ -354,6 +354,63 @@ def test_deep_experiment_schedules_end_where_its_description_says():
     assert 1180 <= ends["depth 100, DropIn staggered S=6 L=300*1.007^i"] <= 1200 < experiment.iterations
 
 
+def test_deep_depths_lets_every_layer_train_in_place_for_a_third_of_the_run():
+    """`deep-depths` (issue 25): each depth of 30, 50, 100 has the six methods; in a DropIn run the
+    last layer is in by 2/3 of the iterations and each layer is in before the next one starts."""
+    from dropin_caffe.netgen import rewrite
+    from dropin_caffe.netgen.expand import expand_net
+
+    experiment = config.load("deep-depths")
+    assert len(experiment.seeds) >= 2 and experiment.solver == {"base_lr": 0.003}
+    for depth in (30, 50, 100):
+        panel = experiment.panel("depth %d" % depth)
+        assert list(panel) == list(config.DEEP_METHODS)
+        for method, name in panel.items():
+            expansion = expand_net(**dict(run_experiments.keywords(experiment.configurations[name]), validate=False))
+            assert expansion.expanded.weight_layers == depth + 4
+            configs = sorted((c.get("start", 0), c["length"]) for _, c in rewrite.dropin_configs(expansion.net))
+            if method.startswith("plain"):
+                assert configs == []
+                continue
+            assert len(configs) == depth and configs[-1][0] + configs[-1][1] <= experiment.iterations * 2 / 3
+            assert all(start + length <= following for (start, length), (following, _) in zip(configs, configs[1:]))
+
+
+@pytest.mark.parametrize("panels, message", [
+    ("LeNet", '"panels" must be a non-empty list of configuration-name prefixes, got "LeNet"'),
+    (["Le"], "panel 'Le' starts no configuration's name; configurations: LeNet, LeNet-deep DropIn"),
+])
+def test_bad_panels_are_one_line_before_any_data_is_made(tmp_path, capsys, panels, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(dict(SHORT, panels=panels)))
+    out_dir, data_dir = tmp_path / "out", tmp_path / "data"
+    code, out, err = run([str(path), "-o", str(out_dir), "--data-dir", str(data_dir)], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert message in err, err
+    assert not data_dir.exists() and not out_dir.exists()
+
+
+def test_panels_draw_one_column_per_prefix_with_one_colour_per_method(tmp_path):
+    """A panel holds the configurations its prefix starts (whole words: "depth 1" is not "depth 10"),
+    named without it; a method keeps its colour from panel to panel."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dropin_caffe.experiments import logs, report
+
+    names = ["depth 1, plain", "depth 1, DropIn", "depth 10, DropIn", "depth 10, plain"]
+    experiment = config.Experiment("p", "mnist", 30, 30, [1], dict.fromkeys(names, []), panels=["depth 1", "depth 10"])
+    assert experiment.panel("depth 1") == {"plain": "depth 1, plain", "DropIn": "depth 1, DropIn"}
+    grouped = {name: [logs.parse_log(FINISHED_LOG)] for name in names}
+    figure = report._panels(plt, experiment, grouped)
+    top = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in top] == ["depth 1", "depth 10"]
+    colours = [{line.get_label(): line.get_color() for line in ax.lines} for ax in top]
+    assert colours[0] == colours[1] and len(set(colours[0].values())) == 2
+    plt.close(figure)
+
+
 FINISHED_LOG = """\
 I1201 10:00:00.000000  1 solver.cpp:330] Iteration 0, Testing net (#0)
 I1201 10:00:00.000000  1 solver.cpp:397]     Test net output #0: accuracy = 0.1

@@ -123,6 +123,22 @@ def test_accuracy_other_output_single_seed_and_uneven_iterations(axes):
     assert len(axes.collections) == 1  # one seed: no band
 
 
+def test_a_few_p_layers_are_the_first_middle_and_last_in_layer_order_and_are_named(axes):
+    """Issue 25: 100 DropIns make 100 dashed lines; p_layers=3 draws layers 1, 6 and 11 of 11 (not the
+    log's alphabetical order, where conv2_10 comes before conv2_2), each named where it enters."""
+    lines = ["Iteration 0, Testing net (#0)", "    Test net output #0: accuracy = 0.1"]
+    for iteration in (0, 10, 20):
+        lines.append("Iteration %d (1 iter/s, 1s/10 iters), loss = 1" % iteration)
+        lines += ["    Train net output #%d: conv2_%d_dropin_p = %g" % (i, i, float(iteration >= i))
+                  for i in sorted(range(1, 12), key=str)]
+    log = parse_log("\n".join(lines) + "\n")
+    twin = plot_accuracy(axes, {"DropIn": [log]}, p_layers=3)
+    assert [list(line.get_ydata()) for line in twin.lines] == [[0, 1, 1], [0, 1, 1], [0, 0, 1]]
+    assert [(t.get_text(), t.xy) for t in twin.texts] == [("conv2_1_dropin_p", (10, 0.5)),
+                                                           ("conv2_6_dropin_p", (10, 0.5)),
+                                                           ("conv2_11_dropin_p", (20, 0.5))]
+
+
 def test_accuracy_without_any_test_output_is_an_error(axes):
     no_test = parse_log(caffe_log(loss={0: 2.0, 10: 1.0}))
     with pytest.raises(ConfigError) as raised:

@@ -32,6 +32,10 @@ loads its initial weights (after the chained ones: `--weights=SHALLOW,INIT`).
 "solver" (optional) changes fields of every run's solver, e.g. a fixed learning rate without
 weight decay, where overfitting is the point: {"lr_policy": "fixed", "weight_decay": 0}. The
 fields the runner sets itself (net, max_iter, test and snapshot settings, seed, mode) are refused.
+
+"panels" (optional) splits the plot of an experiment of many configurations: one accuracy and
+one loss panel per prefix of the configuration names, e.g. ["depth 30", "depth 50"] for
+configurations "depth 30, plain", "depth 50, plain", ...
 """
 import dataclasses
 import json
@@ -65,6 +69,13 @@ class Experiment:
     test_count: typing.Optional[int] = None
     description: str = ""
     solver: typing.Optional[typing.Dict[str, typing.Union[int, float, str]]] = None
+    panels: typing.Optional[typing.List[str]] = None
+
+    def panel(self, prefix):
+        """{name without the prefix: name} of the configurations in panel `prefix` (a whole word:
+        "depth 10" is not a prefix of "depth 100, plain")."""
+        return {name[len(prefix):].lstrip(", ") or name: name for name in self.configurations
+                if name.startswith(prefix) and not name[len(prefix):len(prefix) + 1].isalnum()}
 
     def stage(self, name):
         """The `Stage` of configuration `name` (its chain checked by `check_chains`)."""
@@ -111,6 +122,14 @@ def _widen(name, dataset, seeds):
         "our choice.")
 
 DEEP = LENET_DEEP + ["--depth", "100", "--width", "16"]
+DEEP_METHODS = {
+    "plain, std 0.01": ["--no-dropin"],
+    "plain, std 0.118": ["--no-dropin", "--replica-std", "0.118"],
+    "plain, identity": ["--no-dropin", "--replica-init", "identity"],
+    **{"DropIn in turn, " + start: ["--native", "--dropin-length", "20", "--stagger", "20"] + init
+       for start, init in (("std 0.01", []), ("std 0.118", ["--replica-std", "0.118"]),
+                           ("identity", ["--replica-init", "identity"]))},
+}
 
 BUILTIN = {
     "lenet-deep": Experiment(
@@ -170,6 +189,20 @@ BUILTIN = {
         "deep at half the depth: LeNet with 50 added 3x3 conv+ReLU layers of 16 channels, no shortcuts, gaussian "
         "std 0.01, staggered DropIn (layer i from iteration 12i, L = 600: the last is in at 1188), 1500 "
         "iterations, one seed (our choice)."),
+    "deep-depths": Experiment(
+        "deep-depths", "mnist", 3000, 250, [1, 2], {
+            "depth %d, %s" % (depth, method): LENET_DEEP + ["--depth", str(depth), "--width", "16",
+                                                          "--set", "train_batch_size=16"] + arguments
+            for depth in (100, 50, 30) for method, arguments in DEEP_METHODS.items()
+        }, None, 1000,
+        "Which methods train 30, 50 and 100 added 3x3 conv+ReLU layers of 16 channels (LeNet, no shortcuts): "
+        "plain from gaussian std 0.01, from std 0.118 (msra for fan-in 144) and from the identity, against "
+        "DropIn with each layer in before the next starts (L = 20, stagger 20: at depth 100 the last is in at "
+        "2,000 of 3,000 iterations) from the same three starts. The paper names networks of hundreds of layers "
+        "with DropIn layers entering at different iterations as future work; the methods, inits, batch 16, "
+        "base_lr 0.003, L, stagger, iterations and 2 seeds are our choice, sized for about an hour on 2 cores "
+        "(caffe time: 38, 57 and 112 ms an iteration at depths 30, 50 and 100, one core, native layers).",
+        {"base_lr": 0.003}, ["depth 30", "depth 50", "depth 100"]),
     "fashion-cifar11": Experiment(
         "fashion-cifar11", "fashion_mnist", 1500, 150, [1, 2, 3], {
             "CIFAR-10 quick (3 conv)": ["--template", "cifar10_quick"] + SMALL_BATCH,
@@ -283,11 +316,26 @@ def load(name_or_path):
         raise ConfigError('%s: "seeds" must be a non-empty list of integers, got %s'
                           % (name_or_path, _shown(experiment.seeds)))
     check_solver(experiment.solver, name_or_path)
+    check_panels(experiment, name_or_path)
     for key in ("name", "dataset", "description"):
         if not isinstance(getattr(experiment, key), str):
             raise ConfigError('%s: "%s" must be a string, got %s'
                               % (name_or_path, key, _shown(getattr(experiment, key))))
     return experiment
+
+
+def check_panels(experiment, where):
+    """Every panel a string that starts at least one configuration's name."""
+    panels = experiment.panels
+    if panels is None:
+        return
+    if not (isinstance(panels, list) and panels and all(isinstance(p, str) and p for p in panels)):
+        raise ConfigError('%s: "panels" must be a non-empty list of configuration-name prefixes, got %s'
+                          % (where, _shown(panels)))
+    for prefix in panels:
+        if not experiment.panel(prefix):
+            raise ConfigError('%s: panel %r starts no configuration\'s name; configurations: %s'
+                              % (where, prefix, clip(", ".join(experiment.configurations))))
 
 
 # The solver fields every run's own settings decide (runner.build_run).

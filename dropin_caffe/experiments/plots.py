@@ -13,6 +13,7 @@ Importing this module does not import matplotlib; the command lines pick the Agg
 """
 import math
 import os
+import re
 import textwrap
 
 import numpy as np
@@ -133,9 +134,20 @@ def _test_series(logs, key):
     return [log.test_outputs().get(key, {}) for log in logs]
 
 
-def plot_accuracy(ax, runs, output=None, show_p=True, colours=None):
+def _few(names, count):
+    """`count` of `names` spread evenly in their natural order (conv2_2 before conv2_10), the first and
+    the last included; all of them when `count` is None."""
+    names = sorted(names, key=lambda name: [int(part) if part.isdigit() else part
+                                            for part in re.split(r"(\d+)", name)])
+    if count is None or len(names) <= count:
+        return names
+    return [names[int(i)] for i in np.unique(np.linspace(0, len(names) - 1, count).round())]
+
+
+def plot_accuracy(ax, runs, output=None, show_p=True, colours=None, p_layers=None):
     """Test accuracy (or `output`, e.g. "test1/accuracy") vs iteration: per configuration its mean
-    over seeds and a min-max band, and, dashed on a twin axis, the p(t) its DropIn layers logged.
+    over seeds and a min-max band, and, dashed on a twin axis, the p(t) its DropIn layers logged
+    (of `p_layers` of them, spread evenly from the first to the last, when given; labelled).
 
     Returns the twin Axes holding p(t) (and the legend), or None when no configuration logged a
     DropIn p (the legend is then on `ax`).
@@ -152,8 +164,8 @@ def plot_accuracy(ax, runs, output=None, show_p=True, colours=None):
                 handles.append(line)
         if show_p:
             tables = [log.dropin_p() for log in logs]
-            for name in dict.fromkeys(name for table in tables for name in table):
-                p_series.append((colour_of[configuration], [table.get(name, {}) for table in tables]))
+            for name in _few(dict.fromkeys(name for table in tables for name in table), p_layers):
+                p_series.append((colour_of[configuration], [table.get(name, {}) for table in tables], name))
     if not handles:
         raise ConfigError("no test output %sin any log of %s; plot the train loss instead (plot_loss)"
                           % ("%r " % output if output else "", ", ".join(runs) or "no configuration"))
@@ -165,8 +177,15 @@ def plot_accuracy(ax, runs, output=None, show_p=True, colours=None):
         from matplotlib.lines import Line2D
 
         twin = ax.twinx()
-        for colour, series in p_series:
-            _draw_band(twin, series, colour, None, linestyle="--", band=False)
+        named = set()
+        for colour, series, name in p_series:
+            line = _draw_band(twin, series, colour, None, linestyle="--", band=False)
+            if p_layers is not None and line is not None and name not in named:  # few: named where it enters
+                named.add(name)
+                x, y = line.get_data()
+                entered = int(np.argmax(np.asarray(y) >= 0.5))
+                twin.annotate(name, (x[entered], 0.5), rotation=90, va="center", ha="right", fontsize="x-small",
+                              color="dimgrey")
         twin.set_ylim(-0.03, 1.03)
         twin.set_ylabel("DropIn p(t), dashed")
         handles.append(Line2D([], [], color="grey", linestyle="--", label="DropIn p(t), right axis"))
