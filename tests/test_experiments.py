@@ -197,17 +197,22 @@ def test_a_bad_configuration_is_one_line_before_any_data_is_made(tmp_path, capsy
     assert not data_dir.exists() and not out_dir.exists()
 
 
-@pytest.mark.parametrize("solver, message", [
-    pytest.param({"lr_policyy": "fixed"}, 'configuration "LeNet": its solver with the experiment\'s "solver" fields: ',
+@pytest.mark.parametrize("fields, message", [
+    pytest.param({"solver": {"lr_policyy": "fixed"}},
+                 'configuration "LeNet": its solver with the experiment\'s "solver" fields: ',
                  marks=pytest.mark.caffe),  # caffe_pb2 checks the solver
-    ({"max_iter": 10}, '"solver" cannot set max_iter: the runner sets it'),
-    ({"weight_decay": [0]}, '"solver" maps solver field names to numbers or strings'),
-    pytest.param({"base_lr": "fast"}, 'configuration "LeNet": its solver with the experiment\'s "solver" fields: ',
+    ({"solver": {"max_iter": 10}}, '"solver" cannot set max_iter: the runner sets it'),
+    ({"solver": {"weight_decay": [0]}}, '"solver" maps solver field names to numbers or strings'),
+    pytest.param({"solver": {"base_lr": "fast"}},
+                 'configuration "LeNet": its solver with the experiment\'s "solver" fields: ',
                  marks=pytest.mark.caffe),
-], ids=["unknown field", "runner's field", "list value", "string for a float"])
-def test_bad_solver_fields_are_one_line_before_any_data_is_made(tmp_path, capsys, solver, message):
+    ({"panels": "LeNet"}, '"panels" must be a non-empty list of configuration-name prefixes, got "LeNet"'),
+    ({"panels": ["Le"]}, "panel 'Le' starts no configuration's name; configurations: LeNet, LeNet-deep DropIn"),
+], ids=["unknown field", "runner's field", "list value", "string for a float", "panels not a list",
+        "panel of no configuration"])
+def test_bad_solver_fields_or_panels_are_one_line_before_any_data_is_made(tmp_path, capsys, fields, message):
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(dict(SHORT, solver=solver)))
+    path.write_text(json.dumps(dict(SHORT, **fields)))
     out_dir, data_dir = tmp_path / "out", tmp_path / "data"
     code, out, err = run([str(path), "-o", str(out_dir), "--data-dir", str(data_dir)], capsys)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
@@ -374,20 +379,6 @@ def test_deep_depths_lets_every_layer_train_in_place_for_a_third_of_the_run():
                 continue
             assert len(configs) == depth and configs[-1][0] + configs[-1][1] <= experiment.iterations * 2 / 3
             assert all(start + length <= following for (start, length), (following, _) in zip(configs, configs[1:]))
-
-
-@pytest.mark.parametrize("panels, message", [
-    ("LeNet", '"panels" must be a non-empty list of configuration-name prefixes, got "LeNet"'),
-    (["Le"], "panel 'Le' starts no configuration's name; configurations: LeNet, LeNet-deep DropIn"),
-])
-def test_bad_panels_are_one_line_before_any_data_is_made(tmp_path, capsys, panels, message):
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(dict(SHORT, panels=panels)))
-    out_dir, data_dir = tmp_path / "out", tmp_path / "data"
-    code, out, err = run([str(path), "-o", str(out_dir), "--data-dir", str(data_dir)], capsys)
-    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
-    assert message in err, err
-    assert not data_dir.exists() and not out_dir.exists()
 
 
 def test_panels_draw_one_column_per_prefix_with_one_colour_per_method(tmp_path):

@@ -124,20 +124,25 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "
 '''
 
 
-@pytest.fixture
-def blocks(tmp_path):
-    """(net, caffemodel) of Convolution + BatchNorm + Scale + ReLU blocks on DummyData, trained 20
-    iterations by pycaffe's SGDSolver, so BatchNorm's statistics and Scale's weights are not their start."""
-    net = tmp_path / "blocks.prototxt"
-    net.write_text(BLOCKS.replace("GROUP ", ""))  # SoftmaxWithLoss truncates the uniform labels to 0..3
+def train_20(tmp_path, name, text):
+    """(net, caffemodel) of the net `text` on DummyData, trained 20 iterations by pycaffe's SGDSolver,
+    so that BatchNorm's statistics and Scale's weights are not their start."""
+    net = tmp_path / ("%s.prototxt" % name)
+    net.write_text(text)
     solver = tmp_path / "solver.prototxt"
     solver.write_text('net: "%s"\nbase_lr: 0.05\nmomentum: 0.9\nlr_policy: "fixed"\nmax_iter: 20\ndisplay: 0\n'
                       'snapshot_after_train: false\nsolver_mode: CPU\nrandom_seed: 1\n' % net)
     sgd = caffe.SGDSolver(str(solver))
     sgd.step(20)
-    model = str(tmp_path / "blocks.caffemodel")
+    model = str(tmp_path / ("%s.caffemodel" % name))
     sgd.net.save(model)
     return str(net), model
+
+
+@pytest.fixture
+def blocks(tmp_path):
+    """Convolution + BatchNorm + Scale + ReLU blocks, trained (`train_20`)."""
+    return train_20(tmp_path, "blocks", BLOCKS.replace("GROUP ", ""))  # SoftmaxWithLoss truncates labels to 0..3
 
 
 def test_conv_bn_scale_blocks_widened_with_trained_weights_start_as_the_trained_net(blocks, tmp_path):
@@ -209,17 +214,9 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "
 def test_a_deconvolution_consumer_and_batchnorm_between_are_padded_and_start_as_the_trained_net(tmp_path):
     """conv1 (with a PReLU follower) -> Pooling -> BatchNorm + Scale -> Deconvolution: the deconvolution's
     weights (in x out x kh x kw) get zeros along axis 0, BatchNorm and Scale grow neutral channels."""
-    net = tmp_path / "between.prototxt"
-    net.write_text(BETWEEN)
-    solver = tmp_path / "solver.prototxt"
-    solver.write_text('net: "%s"\nbase_lr: 0.05\nmomentum: 0.9\nlr_policy: "fixed"\nmax_iter: 20\ndisplay: 0\n'
-                      'snapshot_after_train: false\nsolver_mode: CPU\nrandom_seed: 1\n' % net)
-    sgd = caffe.SGDSolver(str(solver))
-    sgd.step(20)
-    model = str(tmp_path / "between.caffemodel")
-    sgd.net.save(model)
+    net, model = train_20(tmp_path, "between", BETWEEN)
     stored = export.read_weights(model)
-    found, init = check_widened_start(str(net), model, {"conv1": 12}, {"data": (1, 3, 8, 8), "label": (1,)}, "fc",
+    found, init = check_widened_start(net, model, {"conv1": 12}, {"data": (1, 3, 8, 8), "label": (1,)}, "fc",
                                       tmp_path)
     print("conv1 -> pool -> BN + Scale -> Deconvolution, conv1=12 (proof, pycaffe):", found)
     up = init["up"][0]
