@@ -106,15 +106,24 @@ def _padded_layers(path, trained, widened):
             if name not in trained:
                 continue
             arrays = [a.reshape(-1) if a.size == old else a for a in trained[name]]
-            if kind == "BatchNorm":  # Caffe's [mean, variance] are stored times the scale factor
-                fills = [0.0, float(arrays[2].reshape(-1)[0]) if len(arrays) > 2 else 1.0]
-            elif kind == "Scale":
-                fills = [1.0, 0.0] if len(layer.get_all("bottom")) == 1 else [0.0]
-            else:
-                fills = [None] if kind == "PReLU" else [0.0]
+            factor = float(arrays[2].reshape(-1)[0]) if kind == "BatchNorm" and len(arrays) > 2 else 1.0
+            fills = _neutral_fills(layer, factor)
             padded[name] = [(np.resize(a, new) if fill is None else zero_padded(a, 0, old, new, fill))
                             if a.ndim == 1 and a.size == old else a for a, fill in zip(arrays, fills + [0.0] * 3)]
     return padded
+
+
+def _neutral_fills(layer, factor=1.0):
+    """Per blob, the value a per-channel `layer`'s new channels start from so that they change nothing:
+    BatchNorm mean 0 and variance 1 (Caffe stores both times its scale `factor`), Scale weight 1 and
+    bias 0 (a Scale of two bottoms holds only the bias), Bias 0; None for PReLU, whose new slopes
+    repeat the trained ones."""
+    kind = str(layer.get("type"))
+    if kind == "BatchNorm":
+        return [0.0, factor, factor]
+    if kind == "Scale":
+        return [1.0, 0.0] if len(layer.get_all("bottom")) == 1 else [0.0]
+    return [None] if kind == "PReLU" else [0.0, 0.0]
 
 
 def _neutral_followers(weights, trained, expanded, widened):
@@ -127,14 +136,8 @@ def _neutral_followers(weights, trained, expanded, widened):
             if name not in weights:
                 continue
             arrays = weights[name]
-            if kind == "BatchNorm":
-                weights[name] = [np.zeros_like(arrays[0]), np.ones_like(arrays[1])] + \
-                                [np.ones_like(a) for a in arrays[2:]]
-            elif kind == "Scale":
-                weights[name] = [np.ones_like(arrays[0])] + [np.zeros_like(a) for a in arrays[1:]] \
-                    if len(copy.get_all("bottom")) == 1 else [np.zeros_like(a) for a in arrays]
-            elif kind == "Bias":
-                weights[name] = [np.zeros_like(a) for a in arrays]
+            if kind in ("BatchNorm", "Scale", "Bias"):
+                weights[name] = [np.full_like(a, fill) for a, fill in zip(arrays, _neutral_fills(copy))]
             elif kind == "PReLU" and str(member.get("name")) in trained:
                 slopes = trained[str(member.get("name"))][0]
                 weights[name] = [np.resize(slopes, arrays[0].shape).astype(arrays[0].dtype)]
