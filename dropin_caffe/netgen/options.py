@@ -81,21 +81,15 @@ def pairs(value, option):
     return found
 
 
-def _replicate(value):
-    found = pairs(value, "--replicate")
-    for name, count in found:
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ConfigError("--replicate %s=%s: K, the number of replicas, must be >= 1" % (name, count))
-    return found
-
-
-def _widen(value):
-    found = pairs(value, "--widen")
-    for name, width in found:
-        if isinstance(width, bool) or not isinstance(width, int) or width < 2:
-            raise ConfigError("--widen %s=%s: C2, the number of outputs to grow to, must be an integer above the "
-                              "layer's num_output" % (name, width))
-    return found
+def _counts(option, least, rule):
+    """A check of LAYER=N pairs whose N must be an integer >= `least` (`rule` says so in the error)."""
+    def check(value):
+        found = pairs(value, option)
+        for name, count in found:
+            if isinstance(count, bool) or not isinstance(count, int) or count < least:
+                raise ConfigError("%s %s=%s: %s" % (option, name, count, rule))
+        return found
+    return check
 
 
 def _regularize(value):
@@ -164,14 +158,17 @@ OPTIONS = [
     Option("preset", SOURCE, "one of our presets after the paper's expanded nets: %s" % ", ".join(plans.PRESETS),
            {"metavar": "NAME", "choices": sorted(plans.PRESETS)}, _kept),
     Option("replicate", REWRITES, "insert K replicas of LAYER after it, each entering by gradual DropIn",
-           {"metavar": "LAYER=K"}, _replicate, pairs=(int, "LAYER=K with an integer K")),
+           {"metavar": "LAYER=K"}, _counts("--replicate", 1, "K, the number of replicas, must be >= 1"),
+           pairs=(int, "LAYER=K with an integer K")),
     Option("regularize", REWRITES, "replace Dropout LAYER by a regularizing DropIn taking units from new with "
            "probability P, else from prev: BLOB, or by default the nearest blob before LAYER's input that every "
            "path from the inputs passes through",
            {"metavar": "LAYER=P[:BLOB]"}, _regularize, pairs=(_p_and_prev, "LAYER=P or LAYER=P:BLOB with a number P")),
     Option("widen", REWRITES, "grow conv or fc LAYER to C2 outputs: an extra layer computes the new units, which "
            "enter by gradual DropIn while LAYER's own stay unchanged; LAYER's consumers get C2 inputs",
-           {"metavar": "LAYER=C2"}, _widen, pairs=(int, "LAYER=C2 with an integer C2")),
+           {"metavar": "LAYER=C2"},
+           _counts("--widen", 2, "C2, the number of outputs to grow to, must be an integer above the layer's "
+                   "num_output"), pairs=(int, "LAYER=C2 with an integer C2")),
     Option("dropin_length", REWRITES, "iterations for a new layer to enter; required with --replicate and "
            "--widen unless --no-dropin", {"type": int, "metavar": "L"},
            _integer("--dropin-length L", 1, " (the iterations a new layer takes to enter)",
