@@ -183,7 +183,7 @@ def expand_net(net=None, **keywords):
     data.update(options.input_shape)
     inferred = []  # what inference chose (a batch, a user's shape over a declared one): once each
     data.update(_database_shapes(original, data, inferred))
-    found, original_layers = inference.infer(original, "TRAIN", data, notes=inferred)
+    _, original_layers = inference.infer(original, "TRAIN", data, notes=inferred)
     expanded, notes, replicas = plans.apply_plan(original, plan, solvers.iter_size(solver_tree), data)
     widened = start.widenings(original, plan.widen) if options.weights is not None else []
     suffix = "_" + plan.suffix if plan.suffix else ""
